@@ -1,0 +1,1 @@
+"""aion_assets: semantic search over astronomical image archives, as Dagster assets."""

@@ -1,0 +1,24 @@
+"""MLflow tracking on the embedded stack: a sqlite backend and local artifacts, both under AION_HOME."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def use_experiment(tracking_uri: str, artifact_root: str, name: str) -> str:
+    """Point MLflow at the store and return the experiment id, creating it with artifacts under artifact_root.
+
+    Artifacts are placed explicitly: MLflow's default (./mlruns beside the working directory) would scatter
+    checkpoints wherever a command happened to start.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        location = artifact_root if "://" in artifact_root else Path(artifact_root).resolve().as_uri()
+        experiment_id = mlflow.create_experiment(name, artifact_location=f"{location.rstrip('/')}/{name}")
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id

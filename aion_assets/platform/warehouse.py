@@ -1,0 +1,161 @@
+"""The warehouse: one DuckDB file whose tables and views are what users query.
+
+DuckDB allows one writing process per file, and while it writes no other process can open it. So every write
+holds the file only for the moment of the write (open, write, close), readers retry briefly on a lock instead of
+failing, and heavy per-partition tables live as Parquet in the lake with a view over them: ingesting a partition
+writes one file and never takes the DuckDB lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import random
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from aion_assets.platform.lake import Lake
+
+LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked", "lock on file")
+
+
+def partition_path(table: str, partition_key: str | None) -> tuple[str, ...]:
+    """Lake path of one partition of a lake table: ``gz1-sdss|0003`` -> tables/<t>/gz1-sdss/0003.parquet."""
+    if partition_key is None:
+        return ("tables", table, "all.parquet")
+    *dirs, leaf = partition_key.split("|")
+    return ("tables", table, *dirs, f"{leaf}.parquet")
+
+
+def machine_label() -> str:
+    """Where a benchmark ran: host, CPU count and accelerator, so rows from different machines never mix."""
+    accelerator = "cpu"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            accelerator = torch.cuda.get_device_name(0)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return f"{platform.node()}|{os.cpu_count()} cores|{accelerator}"
+
+
+class Warehouse:
+    def __init__(self, path: str | Path, lake: Lake, lock_timeout_s: float = 60.0) -> None:
+        self.path = Path(path)
+        self.lake = lake
+        self.lock_timeout_s = lock_timeout_s
+
+    # -- connections -------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the file for one unit of work, retrying while another process holds its lock."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if read_only and not self.path.exists():
+            # A read-only open of a missing file fails; create it empty so first readers see "no tables".
+            with self.connect(read_only=False):
+                pass
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                connection = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except (duckdb.IOException, duckdb.ConnectionException) as error:
+                if not any(marker in str(error) for marker in LOCK_MARKERS) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 1.0)
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+        """Run a read-only query and return a Polars frame."""
+        with self.connect(read_only=True) as con:
+            return con.execute(sql, params or []).pl()
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        with self.connect() as con:
+            con.execute(sql, params or [])
+
+    def tables(self) -> set[str]:
+        if not self.path.exists():
+            return set()
+        frame = self.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")
+        return set(frame["table_name"].to_list())
+
+    # -- native tables (small, written by one asset at a time) -------------------------------------------------
+    def replace_rows(self, table: str, frame: pl.DataFrame, where: str | None = None,
+                     params: Sequence[Any] | None = None) -> None:
+        """Replace exactly the rows matching ``where`` (all rows when None) with ``frame``, in one transaction."""
+        with self.connect() as con:
+            con.register("incoming", frame.to_arrow())
+            con.execute("BEGIN")
+            try:
+                con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" AS SELECT * FROM incoming LIMIT 0')
+                con.execute(f'DELETE FROM "{table}"' + (f" WHERE {where}" if where else ""), params or [])
+                con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM incoming')
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+
+    def append(self, table: str, frame: pl.DataFrame) -> None:
+        self.replace_rows(table, frame, where="FALSE")
+
+    def create_table_as(self, table: str, select_sql: str) -> int:
+        """Materialize a SELECT as a table, atomically replacing the previous version; returns its row count."""
+        with self.connect() as con:
+            con.execute("BEGIN")
+            try:
+                con.execute(f'CREATE OR REPLACE TABLE "{table}" AS {select_sql}')
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+            return int(con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])
+
+    # -- lake tables (heavy, one Parquet file per partition, a view in DuckDB) ---------------------------------
+    def write_lake_partition(self, table: str, partition_key: str | None, frame: pl.DataFrame) -> str:
+        """Replace one partition's rows of a lake table: one atomic file write, then make sure the view exists."""
+        written = self.lake.write_parquet(frame, *partition_path(table, partition_key))
+        self.ensure_lake_view(table)
+        return written
+
+    def delete_lake_partition(self, table: str, partition_key: str | None) -> None:
+        self.lake.delete(*partition_path(table, partition_key))
+        self.ensure_lake_view(table)
+
+    def read_lake_table(self, table: str) -> pl.DataFrame:
+        frames = [self.lake.read_parquet(rel) for rel in self.lake.iter_files(f"tables/{table}/**/*.parquet")]
+        return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+
+    def ensure_lake_view(self, table: str) -> None:
+        """A view over every partition file of a lake table; new files appear in it without touching DuckDB."""
+        has_files = bool(self.lake.glob(f"tables/{table}/**/*.parquet"))
+        pattern = self.lake.url("tables", table, "**", "*.parquet")
+        with self.connect() as con:
+            if has_files:
+                con.execute(
+                    f'CREATE OR REPLACE VIEW "{table}" AS '
+                    f"SELECT * FROM read_parquet('{pattern}', union_by_name = true)"
+                )
+            else:
+                con.execute(f'DROP VIEW IF EXISTS "{table}"')
+
+    # -- benchmarks --------------------------------------------------------------------------------------------
+    def record_bench(self, name: str, metric: str, value: float, unit: str) -> None:
+        """One row in ``bench_results``: every `aion bench` writes here."""
+        self.append("bench_results", pl.DataFrame({
+            "name": [name], "metric": [metric], "value": [float(value)], "unit": [unit],
+            "machine": [machine_label()], "created_at": [datetime.now(timezone.utc)],
+        }))

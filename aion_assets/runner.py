@@ -1,0 +1,85 @@
+"""Materialize an asset selection from the command line, the way the UI would: one run per partition.
+
+Dagster runs one partition per run, and a partitioned asset and an unpartitioned one cannot share a run, so a
+selection is cut, in topological order, into stretches of assets with the same partitioning; each stretch runs
+once, or once per partition key. Runs go to the instance under DAGSTER_HOME, so the UI shows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+
+from aion_assets.platform.instance import apply_pool_limits, ensure_dagster_home
+from aion_assets.platform.settings import apply_env_defaults
+
+
+@dataclass
+class RunSummary:
+    assets: list[str]
+    partition_key: str | None
+    success: bool
+    run_id: str
+
+
+def stack_instance() -> dg.DagsterInstance:
+    """The embedded instance under DAGSTER_HOME, created on first use."""
+    paths = apply_env_defaults()
+    ensure_dagster_home(paths.dagster_home)
+    instance = dg.DagsterInstance.get()
+    apply_pool_limits(instance)
+    return instance
+
+
+def plan_runs(defs: dg.Definitions, selection: str) -> list[list[dg.AssetKey]]:
+    """Selected asset keys in topological order, cut into stretches that share a partitions definition."""
+    graph = defs.resolve_asset_graph()
+    selected = dg.AssetSelection.from_string(selection).resolve(graph)
+    if not selected:
+        raise ValueError(f"selection {selection!r} matches no asset")
+    ordered = [key for key in graph.toposorted_asset_keys if key in selected and graph.get(key).is_materializable]
+    stretches: list[list[dg.AssetKey]] = []
+    previous = object()
+    for key in ordered:
+        partitions_def = graph.get(key).partitions_def
+        if not stretches or partitions_def != previous:
+            stretches.append([])
+            previous = partitions_def
+        stretches[-1].append(key)
+    return stretches
+
+
+def materialize(
+    defs: dg.Definitions,
+    selection: str,
+    instance: dg.DagsterInstance,
+    partition_keys: Sequence[str] | None = None,
+    progress: Callable[[str], None] = print,
+    raise_on_error: bool = True,
+) -> list[RunSummary]:
+    graph = defs.resolve_asset_graph()
+    job = defs.resolve_implicit_global_asset_job_def()
+    summaries: list[RunSummary] = []
+    for stretch in plan_runs(defs, selection):
+        partitions_def = graph.get(stretch[0]).partitions_def
+        names = [key.to_user_string() for key in stretch]
+        if partitions_def is None:
+            keys: Sequence[str | None] = [None]
+        else:
+            keys = partition_keys or partitions_def.get_partition_keys(dynamic_partitions_store=instance)
+            if not keys:
+                progress(f"skip {', '.join(names)}: no partitions yet (is a release folder configured?)")
+                continue
+        for index, partition_key in enumerate(keys, start=1):
+            label = f" [{partition_key}] ({index}/{len(keys)})" if partition_key else ""
+            progress(f"materializing {', '.join(names)}{label}")
+            result = job.execute_in_process(
+                instance=instance, asset_selection=stretch, partition_key=partition_key,
+                raise_on_error=raise_on_error,
+            )
+            summaries.append(RunSummary(names, partition_key, result.success, result.run_id))
+            if not result.success:
+                progress(f"  failed: run {result.run_id}")
+    return summaries
