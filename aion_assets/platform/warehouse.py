@@ -34,6 +34,17 @@ def partition_path(table: str, partition_key: str | None) -> tuple[str, ...]:
     return ("tables", table, *dirs, f"{leaf}.parquet")
 
 
+def fetch_polars(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+    """Run one statement and return its rows as a Polars frame, through Arrow (DuckDB 2 has no `.pl()` on
+    results); a statement that returns no relation gives an empty frame."""
+    relation = con.sql(sql, params=list(params) if params else None)
+    if relation is None:
+        return pl.DataFrame()
+    frame = pl.from_arrow(relation.to_arrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
 def machine_label() -> str:
     """Where a benchmark ran: host, CPU count and accelerator, so rows from different machines never mix."""
     accelerator = "cpu"
@@ -81,7 +92,7 @@ class Warehouse:
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
         """Run a read-only query and return a Polars frame."""
         with self.connect(read_only=True) as con:
-            return con.execute(sql, params or []).pl()
+            return fetch_polars(con, sql, params)
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
         with self.connect() as con:

@@ -1,0 +1,90 @@
+"""The code location loads: in process, through `dagster definitions validate`, and in a running webserver."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from aion_assets.platform.settings import PROJECT_ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def _definitions():
+    from aion_assets.definitions import build_definitions
+
+    return build_definitions()
+
+
+def test_every_asset_has_a_group_and_description(aion_home) -> None:
+    graph = _definitions().resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert "raw_cutouts" in keys
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if node.is_materializable:
+            assert node.group_name and node.group_name != "default", f"{key} has no group"
+            assert node.description, f"{key} has no description"
+
+
+def test_dagster_definitions_validate(aion_home) -> None:
+    result = subprocess.run(
+        [str(BIN / "dagster"), "definitions", "validate", "-w", str(PROJECT_ROOT / "workspace.yaml")],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, env=os.environ.copy(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_webserver_lists_the_asset_keys(aion_home) -> None:
+    from aion_assets.platform.instance import ensure_dagster_home
+
+    ensure_dagster_home(aion_home.dagster_home)
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(BIN / "dagster-webserver"), "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1",
+         "-p", str(port)],
+        cwd=PROJECT_ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        asset_keys: set[str] = set()
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                pytest.fail(f"webserver exited: {server.stderr.read()[-2000:]}")
+            try:
+                request = urllib.request.Request(
+                    f"{base}/graphql", data=json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    payload = json.load(response)
+                nodes = (payload.get("data") or {}).get("assetNodes") or []
+                asset_keys = {"/".join(node["assetKey"]["path"]) for node in nodes}
+                if asset_keys:
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        expected = {key.to_user_string() for key in _definitions().resolve_asset_graph().get_all_asset_keys()}
+        assert asset_keys == expected
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
