@@ -1,0 +1,364 @@
+"""Decode one survey cutout into the canonical arrays. Pure: numpy, Pillow, astropy, h5py; no dagster.
+
+Canonical form: ``rgb`` uint8 [160, 160, 3] for every source, plus ``flux`` float32 [C, 160, 160] when the source
+carries calibrated bands (FITS, HDF5). Every way a cutout can be unusable raises :class:`CutoutRejected` with a
+reason a person can act on; the caller quarantines it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CANONICAL_SIZE = 160
+RGB_SUFFIXES = {".jpg", ".jpeg", ".png"}
+FITS_SUFFIXES = {".fits", ".fit", ".fts", ".fits.gz", ".fz"}
+# Above this fraction of non-finite pixels a cutout carries too little signal to keep; below it, the holes
+# (masked pixels, chip gaps) are set to 0 so that downstream models never see NaN.
+MAX_NONFINITE_FRACTION = 0.5
+BAND_WEIGHTS = {"g": 6.0, "r": 3.4, "i": 3.0, "z": 2.2}
+
+# Pillow refuses images above ~89 Mpx by default as a decompression-bomb guard; a cutout is far smaller, so a
+# much lower bound catches hostile files early without touching real data.
+MAX_SOURCE_PIXELS = 8192 * 8192
+
+
+class CutoutRejected(ValueError):
+    """A cutout that cannot enter the canonical shard; ``reason`` is what the quarantine table records."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class DecodedCutout:
+    rgb: np.ndarray  # uint8 [160, 160, 3]
+    flux: np.ndarray | None  # float32 [C, 160, 160] or None for RGB-only sources
+    bands: str  # 'rgb' or the flux band names joined by commas ('g,r,z')
+    width: int  # of the source image, before resizing
+    height: int
+    nonfinite_fraction: float = 0.0
+
+
+# -- paths ---------------------------------------------------------------------------------------------------------
+def resolve_inside(release_dir: Path, relative: str) -> Path:
+    """The file a catalog row names, refusing anything that leaves the release folder.
+
+    Absolute paths, ``..`` segments and symlinks that point outside are all rejected: a catalog is user input and
+    must not make ingestion read (and publish into the lake) arbitrary files of the machine.
+    """
+    if relative is None or not str(relative).strip():
+        raise CutoutRejected("empty image path")
+    text = str(relative).strip()
+    if os.path.isabs(text) or text.startswith(("/", "\\")) or (len(text) > 1 and text[1] == ":"):
+        raise CutoutRejected(f"image path {text!r} is absolute: paths must stay inside the release folder")
+    root = release_dir.resolve()
+    candidate = (root / text).resolve()
+    if not candidate.is_relative_to(root):
+        raise CutoutRejected(f"image path {text!r} escapes the release folder")
+    if not candidate.exists():
+        if (root / text).is_symlink():
+            raise CutoutRejected(f"image path {text!r} is a broken symlink")
+        raise CutoutRejected(f"missing file {text!r}")
+    if not candidate.is_file():
+        raise CutoutRejected(f"image path {text!r} is not a file")
+    return candidate
+
+
+def source_format(path: str | Path) -> str:
+    name = str(path).lower()
+    if any(name.endswith(suffix) for suffix in FITS_SUFFIXES):
+        return "fits"
+    if Path(name).suffix in RGB_SUFFIXES:
+        return "rgb"
+    if Path(name).suffix in {".h5", ".hdf5"}:
+        return "hdf5"
+    return "unknown"
+
+
+def parse_bands(value: object) -> list[str] | None:
+    """Band names from a manifest value: a list (``["g","r","z"]``), ``"g,r,z"`` or a run of letters (``"grz"``)."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [str(band).strip() for band in value]
+    text = str(value).strip()
+    if "," in text:
+        return [band.strip() for band in text.split(",") if band.strip()]
+    return list(text)
+
+
+# -- resizing --------------------------------------------------------------------------------------------------
+def _centre_square(height: int, width: int) -> tuple[int, int, int]:
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side
+
+
+def resize_rgb(image: Image.Image, size: int = CANONICAL_SIZE) -> np.ndarray:
+    """Centre-crop to a square, then LANCZOS to ``size``: the object sits at the centre of a survey cutout."""
+    top, left, side = _centre_square(image.height, image.width)
+    square = image.crop((left, top, left + side, top + side))
+    if side != size:
+        square = square.resize((size, size), Image.LANCZOS)
+    return np.asarray(square, dtype=np.uint8)
+
+
+def resize_flux(flux: np.ndarray, size: int = CANONICAL_SIZE) -> np.ndarray:
+    """Per band, centre-crop to a square and resample to ``size`` (Pillow's float mode keeps float32 precision)."""
+    _, height, width = flux.shape
+    top, left, side = _centre_square(height, width)
+    square = flux[:, top:top + side, left:left + side]
+    if side == size:
+        return np.ascontiguousarray(square, dtype=np.float32)
+    bands = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(band, dtype=np.float32), mode="F").resize(
+            (size, size), Image.LANCZOS), dtype=np.float32)
+        for band in square
+    ]
+    return np.stack(bands)
+
+
+# -- flux handling -----------------------------------------------------------------------------------------------
+def clean_flux(flux: np.ndarray) -> tuple[np.ndarray, float]:
+    """Reject mostly-empty cutouts; zero the sparse non-finite pixels of the rest. Returns (flux, fraction)."""
+    flux = np.asarray(flux, dtype=np.float32)
+    if flux.size == 0:
+        raise CutoutRejected("empty image array")
+    finite = np.isfinite(flux)
+    fraction = 1.0 - float(finite.mean())
+    if fraction >= 1.0:
+        raise CutoutRejected("non-finite values: every pixel is NaN or infinite")
+    if fraction > MAX_NONFINITE_FRACTION:
+        raise CutoutRejected(
+            f"non-finite values: {fraction:.0%} of pixels are NaN or infinite (limit {MAX_NONFINITE_FRACTION:.0%})"
+        )
+    if fraction > 0:
+        flux = np.where(finite, flux, np.float32(0.0))
+    return flux, fraction
+
+
+def flux_to_rgb(flux: np.ndarray, bands: Sequence[str] | None = None, q: float = 8.0) -> np.ndarray:
+    """An arcsinh colour composite (Lupton et al. 2004) of three bands, as uint8 [H, W, 3].
+
+    g, r, z (or g, r, i) map to blue, green, red when present; otherwise the last three bands (reddest last, the
+    usual survey order). Scaling is from the image itself (99.5th percentile of the summed intensity), so faint
+    and bright cutouts both use the range; hue is preserved because all bands share one stretch.
+    """
+    names = [b.lower() for b in bands] if bands and len(bands) == flux.shape[0] else []
+    chosen: list[int]
+    for blue, green, red in (("g", "r", "z"), ("g", "r", "i"), ("u", "g", "r")):
+        if {blue, green, red} <= set(names):
+            chosen = [names.index(red), names.index(green), names.index(blue)]
+            break
+    else:
+        count = flux.shape[0]
+        if count >= 3:
+            chosen = [count - 1, count - 2, count - 3]
+        else:  # one or two bands: grey (repeat) rather than an invented colour
+            chosen = [count - 1, count // 2, 0]
+    # Per-band weights of the Legacy Survey viewer (flux in nanomaggies): without them the red band dominates.
+    weights = np.array([BAND_WEIGHTS.get(names[i], 1.0) if names else 1.0 for i in chosen])
+    red_green_blue = np.clip(flux[chosen].astype(np.float64), 0.0, None) * weights[:, None, None]
+    intensity = red_green_blue.mean(axis=0)
+    positive = intensity[intensity > 0]
+    if positive.size == 0:
+        return np.zeros((*flux.shape[1:], 3), dtype=np.uint8)
+    stretch = float(np.percentile(positive, 99.5)) or float(positive.max())
+    scaled = np.arcsinh(q * intensity / stretch) / q
+    factor = np.divide(scaled, intensity, out=np.zeros_like(intensity), where=intensity > 0)
+    rgb = red_green_blue * factor
+    # Normalise so that the stretch level maps near the top and saturated pixels keep their colour.
+    rgb /= np.arcsinh(q) / q
+    peak = rgb.max(axis=0)
+    over = peak > 1.0
+    rgb[:, over] /= peak[over]
+    return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+
+
+def _from_flux(flux: np.ndarray, bands: list[str], expected: Sequence[str] | None) -> DecodedCutout:
+    if flux.ndim == 2:
+        flux = flux[None]
+    if flux.ndim != 3:
+        raise CutoutRejected(f"unexpected image shape {tuple(flux.shape)}: need [bands, height, width]")
+    if expected is not None and flux.shape[0] != len(expected):
+        raise CutoutRejected(
+            f"wrong band count: {flux.shape[0]} band(s), manifest expects {len(expected)} ({','.join(expected)})"
+        )
+    if expected is not None:
+        bands = list(expected)
+    elif len(bands) != flux.shape[0]:
+        bands = [f"b{i}" for i in range(flux.shape[0])]
+    _, height, width = flux.shape
+    if min(height, width) < 8:
+        raise CutoutRejected(f"image too small: {width}x{height}")
+    flux, fraction = clean_flux(flux)
+    canonical = resize_flux(flux)
+    return DecodedCutout(
+        rgb=flux_to_rgb(canonical, bands), flux=canonical, bands=",".join(bands), width=int(width),
+        height=int(height), nonfinite_fraction=fraction,
+    )
+
+
+# -- RGB images ----------------------------------------------------------------------------------------------------
+def decode_rgb(data: bytes) -> DecodedCutout:
+    """JPEG/PNG bytes -> canonical RGB. ``load()`` forces a full decode so a truncated file fails here."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_SOURCE_PIXELS:
+                raise CutoutRejected(f"image too large: {image.width}x{image.height}")
+            image.load()
+            width, height = image.size
+            if image.mode in ("I;16", "I", "F"):
+                raise CutoutRejected(f"unsupported image mode {image.mode}: expected an 8-bit colour image")
+            rgb_image = image.convert("RGB")
+    except CutoutRejected:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise CutoutRejected(f"does not decode: {type(error).__name__}: {error}") from error
+    if min(width, height) < 8:
+        raise CutoutRejected(f"image too small: {width}x{height}")
+    return DecodedCutout(rgb=resize_rgb(rgb_image), flux=None, bands="rgb", width=width, height=height)
+
+
+# -- FITS ----------------------------------------------------------------------------------------------------------
+def _header_band(header) -> str | None:
+    for key in ("FILTER", "BAND", "FILTNAM"):
+        value = header.get(key)
+        if value is not None and str(value).strip():
+            return str(value).strip()
+    return None
+
+
+def decode_fits(data: bytes, expected_bands: Sequence[str] | None = None) -> DecodedCutout:
+    """Multi-band FITS: one image HDU with bands on the first axis, or one 2-D HDU per band."""
+    from astropy.io import fits
+
+    try:
+        with warnings.catch_warnings():
+            # astropy only warns on a short file and may hand back padded data: a truncated cutout is refused.
+            warnings.filterwarnings("error", message=".*truncated.*")
+            hdus = fits.open(io.BytesIO(data), memmap=False, lazy_load_hdus=False)
+            images = [hdu for hdu in hdus if getattr(hdu, "is_image", False) and hdu.data is not None]
+            if not images:
+                raise CutoutRejected("does not decode: FITS file holds no image data")
+            if images[0].data.ndim not in (2, 3):
+                raise CutoutRejected(f"unexpected image shape {images[0].data.shape}: need [bands, height, width]")
+            if images[0].data.ndim == 3:
+                hdu = images[0]
+                flux = np.asarray(hdu.data, dtype=np.float32)
+                header = hdu.header
+                # Legacy Survey style: BAND0..BANDn per plane, or BANDS='grz' for the whole cube.
+                names = [header.get(f"BAND{i}") for i in range(flux.shape[0])]
+                if all(name is not None and str(name).strip() for name in names):
+                    bands = [str(name).strip() for name in names]
+                else:
+                    bands = parse_bands(str(header.get("BANDS") or header.get("FILTER") or "").strip()) or []
+            else:
+                planes = [hdu for hdu in images if hdu.data.ndim == 2]
+                shapes = {plane.data.shape for plane in planes}
+                if len(shapes) != 1:
+                    raise CutoutRejected(f"band HDUs differ in shape: {sorted(shapes)}")
+                flux = np.stack([np.asarray(plane.data, dtype=np.float32) for plane in planes])
+                bands = [_header_band(plane.header) or plane.name or "" for plane in planes]
+                bands = [b for b in bands if b and b != "PRIMARY"]
+            hdus.close()
+    except CutoutRejected:
+        raise
+    except Exception as error:  # astropy raises a zoo of types on damaged files; all mean "does not decode"
+        raise CutoutRejected(f"does not decode: {type(error).__name__}: {error}") from error
+    return _from_flux(flux, bands, expected_bands)
+
+
+def decode_file(data: bytes, name: str, expected_bands: Sequence[str] | None = None) -> DecodedCutout:
+    """Dispatch on the file name: RGB raster or FITS flux."""
+    kind = source_format(name)
+    if kind == "rgb":
+        return decode_rgb(data)
+    if kind == "fits":
+        return decode_fits(data, expected_bands)
+    # Unknown suffix: sniff, since some archives serve FITS without an extension.
+    if data[:6] == b"SIMPLE":
+        return decode_fits(data, expected_bands)
+    return decode_rgb(data)
+
+
+# -- HDF5 (Multimodal-Universe style) --------------------------------------------------------------------------------
+@dataclass
+class Hdf5Row:
+    index: int
+    object_id: str
+    ra: float | None
+    dec: float | None
+    flux: np.ndarray  # float32 [C, H, W] as stored
+
+
+def _decode_text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def hdf5_bands(handle) -> list[str] | None:
+    """Band names from an attribute of the image dataset or file, or a ``bands`` dataset."""
+    for holder in (handle["image_array"].attrs, handle.attrs):
+        for key in ("bands", "band_names", "image_band"):
+            if key in holder:
+                raw = holder[key]
+                if isinstance(raw, (str, bytes)):
+                    return parse_bands(_decode_text(raw))
+                return [_decode_text(v) for v in np.asarray(raw).ravel()]
+    for key in ("bands", "image_band"):
+        if key in handle:
+            raw = np.asarray(handle[key][()])
+            if raw.ndim == 2:  # per-object band lists (Multimodal Universe stores one per row): take the first
+                raw = raw[0]
+            return [_decode_text(v) for v in np.atleast_1d(raw)]
+    return None
+
+
+def hdf5_index(path: Path) -> tuple[list[str], list[float | None], list[float | None], list[str] | None, tuple]:
+    """object ids, ra, dec, band names and the image array shape, without reading any image."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            for required in ("object_id", "image_array"):
+                if required not in handle:
+                    raise CutoutRejected(f"HDF5 file {path.name} has no {required!r} dataset")
+            ids = [_decode_text(v) for v in handle["object_id"][()]]
+            shape = tuple(handle["image_array"].shape)
+
+            def coordinate(name: str) -> list[float | None]:
+                if name not in handle:
+                    return [None] * len(ids)
+                values = np.asarray(handle[name][()], dtype=np.float64)
+                return [float(v) if np.isfinite(v) else None for v in values]
+
+            return ids, coordinate("ra"), coordinate("dec"), hdf5_bands(handle), shape
+    except CutoutRejected:
+        raise
+    except Exception as error:
+        raise CutoutRejected(f"HDF5 file {path.name} does not open: {type(error).__name__}: {error}") from error
+
+
+def iter_hdf5(path: Path, indices: Sequence[int] | None = None) -> Iterator[Hdf5Row]:
+    """Rows of a Multimodal-Universe-style file (``object_id``, ``ra``, ``dec``, ``image_array`` [N, C, H, W])."""
+    import h5py
+
+    ids, ras, decs, _, shape = hdf5_index(path)
+    wanted = range(shape[0]) if indices is None else indices
+    with h5py.File(path, "r") as handle:
+        images = handle["image_array"]
+        for index in wanted:
+            yield Hdf5Row(int(index), ids[index], ras[index], decs[index], np.asarray(images[index], dtype=np.float32))
+
+
+def decode_flux_array(flux: np.ndarray, bands: Sequence[str] | None, expected: Sequence[str] | None) -> DecodedCutout:
+    """Canonical arrays from an in-memory flux cube (one HDF5 row)."""
+    return _from_flux(np.asarray(flux, dtype=np.float32), list(bands or []), expected)

@@ -1,0 +1,190 @@
+"""Decoding single cutouts: real JPEGs, the real Legacy Survey FITS cutout, HDF5 written here; and every way a
+cutout is refused (truncated, wrong bands, NaN, paths leaving the release folder, missing)."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from astropy.io import fits
+from PIL import Image
+
+from aion_assets.cutouts.readers import (
+    CANONICAL_SIZE,
+    CutoutRejected,
+    decode_file,
+    decode_fits,
+    decode_rgb,
+    flux_to_rgb,
+    hdf5_index,
+    iter_hdf5,
+    parse_bands,
+    resolve_inside,
+)
+
+
+@pytest.fixture(scope="module")
+def fits_bytes(shared_data: Path) -> bytes:
+    return (shared_data / "fixtures" / "legacysurvey_dr9_grz_cutout.fits").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def fits_flux(fits_bytes: bytes) -> np.ndarray:
+    with fits.open(io.BytesIO(fits_bytes)) as hdus:
+        return np.asarray(hdus[0].data, dtype=np.float32)
+
+
+def _fits_bytes(hdus: list) -> bytes:
+    buffer = io.BytesIO()
+    fits.HDUList(hdus).writeto(buffer)
+    return buffer.getvalue()
+
+
+def _first_jpeg(sample_releases: Path, release: str = "gz1-sdss") -> Path:
+    return sorted((sample_releases / release / "images").iterdir())[0]
+
+
+def test_real_jpeg_decodes_to_canonical_rgb(sample_releases: Path) -> None:
+    path = _first_jpeg(sample_releases)
+    decoded = decode_file(path.read_bytes(), path.name)
+    with Image.open(path) as reference:
+        expected = np.asarray(reference.convert("RGB"))
+    assert decoded.rgb.dtype == np.uint8 and decoded.rgb.shape == (CANONICAL_SIZE, CANONICAL_SIZE, 3)
+    assert decoded.flux is None and decoded.bands == "rgb"
+    assert (decoded.width, decoded.height) == expected.shape[1::-1]
+    np.testing.assert_array_equal(decoded.rgb, expected)  # already 160x160: pixels untouched
+
+
+def test_non_square_png_is_centre_cropped_then_resized(sample_releases: Path) -> None:
+    with Image.open(_first_jpeg(sample_releases)) as source:
+        wide = Image.new("RGB", (480, 240), (255, 0, 0))
+        wide.paste(source.convert("RGB").resize((240, 240)), (120, 0))  # real galaxy in the centre, red margins
+    buffer = io.BytesIO()
+    wide.save(buffer, format="PNG")
+    decoded = decode_file(buffer.getvalue(), "wide.png")
+    assert (decoded.width, decoded.height) == (480, 240)
+    assert decoded.rgb.shape == (160, 160, 3)
+    # The red margins are cropped away: no column of the result is pure margin red.
+    red_columns = ((decoded.rgb[..., 0] > 250) & (decoded.rgb[..., 1] < 5)).all(axis=0)
+    assert not red_columns.any()
+
+
+def test_truncated_jpeg_is_rejected(sample_releases: Path) -> None:
+    data = _first_jpeg(sample_releases).read_bytes()
+    with pytest.raises(CutoutRejected, match="does not decode"):
+        decode_rgb(data[: len(data) // 2])
+    with pytest.raises(CutoutRejected, match="does not decode"):
+        decode_rgb(b"not an image at all")
+
+
+def test_real_fits_cube_gives_flux_bands_and_a_preview(fits_bytes: bytes, fits_flux: np.ndarray) -> None:
+    decoded = decode_file(fits_bytes, "cutout.fits")
+    assert decoded.bands == "g,r,z"  # from the header's BAND0..BAND2
+    assert decoded.flux is not None and decoded.flux.shape == (3, 160, 160) and decoded.flux.dtype == np.float32
+    assert (decoded.width, decoded.height) == (256, 256)
+    assert np.isfinite(decoded.flux).all()
+    # Resampling keeps the flux level: band means agree with the source's to a few percent of its spread.
+    for band in range(3):
+        assert abs(decoded.flux[band].mean() - fits_flux[band].mean()) < 0.05 * fits_flux[band].std()
+    assert decoded.rgb.shape == (160, 160, 3) and decoded.rgb.dtype == np.uint8
+    assert decoded.rgb.max() > 200 and decoded.rgb.std() > 5  # a real image, neither blank nor saturated flat
+
+
+def test_one_band_per_hdu_fits(fits_flux: np.ndarray) -> None:
+    hdus = [fits.PrimaryHDU()]
+    for name, plane in zip("grz", fits_flux):
+        hdu = fits.ImageHDU(plane)
+        hdu.header["FILTER"] = name
+        hdus.append(hdu)
+    decoded = decode_fits(_fits_bytes(hdus))
+    assert decoded.bands == "g,r,z"
+    reference = decode_fits(_fits_bytes([fits.PrimaryHDU(fits_flux)]), expected_bands=["g", "r", "z"])
+    np.testing.assert_allclose(decoded.flux, reference.flux)
+
+
+def test_wrong_band_count_against_the_manifest(fits_flux: np.ndarray) -> None:
+    two_bands = _fits_bytes([fits.PrimaryHDU(fits_flux[:2])])
+    with pytest.raises(CutoutRejected, match="wrong band count: 2 band"):
+        decode_fits(two_bands, expected_bands=["g", "r", "z"])
+    assert decode_fits(two_bands).flux.shape[0] == 2  # without a promise, two bands are fine
+
+
+def test_all_nan_fits_is_rejected_and_sparse_nan_is_zeroed(fits_flux: np.ndarray) -> None:
+    with pytest.raises(CutoutRejected, match="every pixel"):
+        decode_fits(_fits_bytes([fits.PrimaryHDU(np.full_like(fits_flux, np.nan))]))
+    mostly = fits_flux.copy()
+    mostly[:, :200, :] = np.nan
+    with pytest.raises(CutoutRejected, match="non-finite values: 78%"):
+        decode_fits(_fits_bytes([fits.PrimaryHDU(mostly)]))
+    sparse = fits_flux.copy()
+    sparse[:, 100:104, 100:104] = np.nan
+    sparse[0, 0, 0] = np.inf
+    decoded = decode_fits(_fits_bytes([fits.PrimaryHDU(sparse)]))
+    assert np.isfinite(decoded.flux).all()
+    assert 0 < decoded.nonfinite_fraction < 0.01
+
+
+def test_damaged_fits_is_rejected(fits_bytes: bytes) -> None:
+    with pytest.raises(CutoutRejected, match="does not decode"):
+        decode_fits(fits_bytes[:5000])
+
+
+def test_paths_must_stay_inside_the_release(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    (release / "images").mkdir(parents=True)
+    (release / "images" / "ok.jpg").write_bytes(b"x")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("secret")
+    os.symlink(outside, release / "images" / "link.jpg")
+    assert resolve_inside(release, "images/ok.jpg") == (release / "images" / "ok.jpg").resolve()
+    with pytest.raises(CutoutRejected, match="escapes the release folder"):
+        resolve_inside(release, "../../etc/passwd")
+    with pytest.raises(CutoutRejected, match="escapes the release folder"):
+        resolve_inside(release, "images/link.jpg")
+    with pytest.raises(CutoutRejected, match="absolute"):
+        resolve_inside(release, "/etc/passwd")
+    with pytest.raises(CutoutRejected, match="missing file"):
+        resolve_inside(release, "images/none.jpg")
+    with pytest.raises(CutoutRejected, match="empty image path"):
+        resolve_inside(release, "  ")
+
+
+def test_hdf5_rows_and_band_names(tmp_path: Path, fits_flux: np.ndarray) -> None:
+    path = tmp_path / "cutouts.h5"
+    stack = np.stack([fits_flux, fits_flux[::-1], fits_flux * 2]).astype(np.float32)
+    with h5py.File(path, "w") as handle:
+        handle["object_id"] = np.array([b"a", b"b", b"c"])
+        handle["ra"] = np.array([10.0, 20.0, np.nan])
+        handle["dec"] = np.array([-5.0, 5.0, np.nan])
+        images = handle.create_dataset("image_array", data=stack)
+        images.attrs["bands"] = "g,r,z"
+    ids, ra, dec, bands, shape = hdf5_index(path)
+    assert ids == ["a", "b", "c"] and ra[:2] == [10.0, 20.0] and ra[2] is None and dec[2] is None
+    assert bands == ["g", "r", "z"] and shape == (3, 3, 256, 256)
+    rows = list(iter_hdf5(path, [2, 0]))
+    assert [r.object_id for r in rows] == ["c", "a"]
+    np.testing.assert_array_equal(rows[0].flux, stack[2])
+
+
+def test_hdf5_without_images_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "bad.h5"
+    with h5py.File(path, "w") as handle:
+        handle["object_id"] = np.array([b"a"])
+    with pytest.raises(CutoutRejected, match="image_array"):
+        hdf5_index(path)
+
+
+def test_band_parsing_and_preview_channel_order(fits_flux: np.ndarray) -> None:
+    assert parse_bands("grz") == ["g", "r", "z"]
+    assert parse_bands("g, r ,z") == ["g", "r", "z"]
+    assert parse_bands(["u", "g"]) == ["u", "g"]
+    assert parse_bands(None) is None
+    # Only the z band lit: with g,r,z names the light must land in the red channel.
+    only_z = np.zeros_like(fits_flux)
+    only_z[2] = np.abs(fits_flux[2])
+    rgb = flux_to_rgb(only_z, ["g", "r", "z"])
+    assert rgb[..., 0].sum() > 0 and rgb[..., 1].sum() == 0 and rgb[..., 2].sum() == 0
