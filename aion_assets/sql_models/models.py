@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+
+from aion_assets.platform.markdown import markdown_table  # noqa: F401  (re-exported)
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError
@@ -168,24 +170,6 @@ def load_models(directory: Path, source_tables: Mapping[str, str | None]) -> lis
         files = " -> ".join(f"{parsed[node][0].name}" for node in cycle)
         raise SqlModelError(f"SQL models form a cycle: {files}") from error
     return [models[key] for key in order]
-
-
-def markdown_table(frame: pl.DataFrame, max_rows: int = 10, max_chars: int = 60) -> str:
-    """A small Markdown table of the first rows, for the UI's metadata panel."""
-    if frame.width == 0:
-        return "_(no columns)_"
-
-    def cell(value: object) -> str:
-        text = "" if value is None else str(value)
-        text = text.replace("|", "\\|").replace("\n", " ")
-        return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
-
-    lines = ["| " + " | ".join(cell(c) for c in frame.columns) + " |", "|" + " --- |" * frame.width]
-    for row in frame.head(max_rows).iter_rows():
-        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
-    if frame.height > max_rows:
-        lines.append(f"\n_first {max_rows} of {frame.height} rows_")
-    return "\n".join(lines)
 
 
 READ_ONLY_STATEMENTS = (exp.Query, exp.Describe, exp.Show, exp.Summarize, exp.Pragma, exp.Values)
