@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import click
 
@@ -37,6 +38,67 @@ def materialize(selection: str, partitions: tuple[str, ...]) -> None:
     sys.exit(1 if failed else 0)
 
 
+DEMO_QUERIES = (
+    "merging galaxies with tidal tails",
+    "a ring galaxy with a prominent ring around the centre",
+    "a gravitational lens with blue arcs around a red galaxy",
+)
+
+
+@main.command()
+def demo() -> None:
+    """The main job on the embedded default: ingest every release, describe, embed, train, index, evaluate."""
+    from aion_assets.cutouts.defs import register_release_partitions
+    from aion_assets.runner import materialize as run_selection, stack_instance
+
+    paths = apply_env_defaults()
+    if not os.environ.get("AION_RELEASES_DIR"):
+        click.echo("no release folder: set AION_RELEASES_DIR=/path/to/releases (a folder of release folders)")
+        sys.exit(2)
+    instance = stack_instance()
+    added = register_release_partitions(instance)
+    click.echo(f"releases in {os.environ['AION_RELEASES_DIR']}: {len(added)} new partition(s)")
+    started = time.perf_counter()
+    summaries = run_selection(_definitions(), "*", instance)
+    failed = [s for s in summaries if not s.success]
+    click.echo(f"\n{len(summaries)} run(s) in {time.perf_counter() - started:.0f} s, {len(failed)} failed")
+    _print_demo_results(paths.aion_home)
+    click.echo("\nOpen the UI on the same instance: make ui  (dagster dev on http://127.0.0.1:3000)")
+    sys.exit(1 if failed else 0)
+
+
+def _print_demo_results(aion_home) -> None:
+    import polars as pl
+
+    from aion_assets.platform.lake import Lake
+    from aion_assets.platform.warehouse import Warehouse
+    from aion_assets.search.service import SearchService
+
+    lake = Lake(os.environ["AION_LAKE_ROOT"])
+    warehouse = Warehouse(os.environ["AION_WAREHOUSE"], lake)
+    tables = warehouse.tables()
+    with pl.Config(tbl_rows=60, tbl_cols=12, fmt_str_lengths=40, tbl_width_chars=140):
+        if "release_summary" in tables:
+            click.echo("\nrelease_summary:")
+            click.echo(warehouse.query("SELECT * FROM release_summary ORDER BY release, label_name"))
+        if "eval_results" in tables:
+            click.echo("\neval_results (latest, nDCG@10 and recall@100):")
+            click.echo(warehouse.query(
+                "SELECT target, method, metric, round(value, 3) AS value, n_relevant, pool_size FROM eval_results "
+                "WHERE created_at = (SELECT max(created_at) FROM eval_results) ORDER BY target, metric, method"))
+    service = SearchService(lake, warehouse, os.environ["AION_TEXT_ENCODER"])
+    for query in DEMO_QUERIES:
+        try:
+            results = service.search(query, k=5)
+        except FileNotFoundError as error:
+            click.echo(f"search unavailable: {error}")
+            return
+        click.echo(f"\naion search {query!r} --k 5")
+        for row in results.iter_rows(named=True):
+            click.echo(f"  {row['rank']}  {row['score']:.3f}  {row['release']:<20} {row['object_id']}")
+    click.echo(f"\nwarehouse: {os.environ['AION_WAREHOUSE']}  (try: aion sql \"SELECT * FROM eval_leaderboard\")")
+
+
 @main.command()
 @click.option("--port", default=3000, show_default=True)
 def ui(port: int) -> None:
@@ -61,6 +123,10 @@ def _register_domain_commands() -> None:
 
 
 # Each module exposes `commands: list[click.Command]` and imports its heavy dependencies inside the commands.
-DOMAIN_COMMAND_MODULES: list[str] = []
+DOMAIN_COMMAND_MODULES: list[str] = [
+    "aion_assets.cutouts.commands",
+    "aion_assets.sql_models.commands",
+    "aion_assets.search.commands",
+]
 
 _register_domain_commands()

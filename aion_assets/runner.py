@@ -58,13 +58,17 @@ def materialize(
     partition_keys: Sequence[str] | None = None,
     progress: Callable[[str], None] = print,
     raise_on_error: bool = True,
+    op_config: dict[str, dict] | None = None,
 ) -> list[RunSummary]:
+    """Run the selection; ``op_config`` maps an asset name to its run config (e.g. a tiny training set-up),
+    handed to whichever run executes that asset."""
     graph = defs.resolve_asset_graph()
     job = defs.resolve_implicit_global_asset_job_def()
     summaries: list[RunSummary] = []
     for stretch in plan_runs(defs, selection):
         partitions_def = graph.get(stretch[0]).partitions_def
         names = [key.to_user_string() for key in stretch]
+        ops = {name: {"config": config} for name, config in (op_config or {}).items() if name in names}
         if partitions_def is None:
             keys: Sequence[str | None] = [None]
         else:
@@ -77,7 +81,7 @@ def materialize(
             progress(f"materializing {', '.join(names)}{label}")
             result = job.execute_in_process(
                 instance=instance, asset_selection=stretch, partition_key=partition_key,
-                raise_on_error=raise_on_error,
+                raise_on_error=raise_on_error, run_config={"ops": ops} if ops else None,
             )
             summaries.append(RunSummary(names, partition_key, result.success, result.run_id))
             if not result.success:

@@ -62,6 +62,9 @@ def env_defaults() -> dict[str, str]:
         "AION_WAREHOUSE": str(paths.warehouse_path),
         "MLFLOW_TRACKING_URI": paths.mlflow_tracking_uri,
         "AION_MLFLOW_ARTIFACTS": paths.mlflow_artifact_root,
+        # Model choices are settings too: they feed the code versions, so changing one marks what depends on it.
+        "AION_TEXT_ENCODER": "all-MiniLM-L6-v2",
+        "AION_IMAGE_ENCODER": "efficientnet-lite0",
         # An empty value means "no watched folder"; the sensor and the CLI say so in one line.
         "AION_RELEASES_DIR": str(paths.releases_dir) if paths.releases_dir else "",
     }

@@ -1,0 +1,96 @@
+"""Embedding assets: a frozen image model over every cutout, a text model over every description."""
+
+
+import time
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from aion_assets.encoders.image import embed_shards, iter_lake_cutouts
+from aion_assets.encoders.resources import (
+    ImageEncoderResource,
+    TextEncoderResource,
+    image_encoder_version,
+    text_encoder_version,
+)
+from aion_assets.platform.layout import (
+    CURRENT_DESCRIPTIONS,
+    array_fingerprint,
+    image_base_embeddings_path,
+    text_embeddings_dir,
+)
+from aion_assets.platform.partitions import release_shards
+from aion_assets.platform.resources import LakeResource
+
+CODE_REVISION = "1"
+
+
+def build_embedding_assets() -> list[dg.AssetsDefinition]:
+    # Code versions carry the configured model, read when the definitions load: switching models marks these
+    # assets, and everything downstream, as changed in the UI.
+    image_version = f"{CODE_REVISION}-{image_encoder_version()}"
+    text_version = f"{CODE_REVISION}-{text_encoder_version()}"
+
+    @dg.asset(
+        partitions_def=release_shards,
+        group_name="embeddings",
+        pool="gpu",
+        deps=["raw_cutouts"],
+        code_version=image_version,
+        kinds={"pytorch"},
+    )
+    def image_base_embeddings(
+        context: dg.AssetExecutionContext, lake: LakeResource, image_encoder: ImageEncoderResource
+    ) -> dg.MaterializeResult:
+        """Frozen image-model embeddings of every cutout in a shard, row-aligned with the shard's arrays."""
+        encoder = image_encoder.load()
+        store = lake.get()
+        started = time.perf_counter()
+        cutouts = list(iter_lake_cutouts(store, [context.partition_key], encoder.input_kind))
+        vectors = next(embed_shards(encoder, cutouts, image_encoder.batch_size))
+        seconds = time.perf_counter() - started
+        path = store.write_array(vectors, *image_base_embeddings_path(encoder.name, context.partition_key))
+        return dg.MaterializeResult(
+            metadata={
+                "encoder": encoder.name,
+                "vectors": len(vectors),
+                "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
+                "seconds": round(seconds, 2),
+                "cutouts_per_s": round(len(vectors) / seconds, 1) if seconds > 0 else 0.0,
+                "path": dg.MetadataValue.path(path),
+            },
+            data_version=dg.DataVersion(array_fingerprint(vectors)),
+        )
+
+    @dg.asset(group_name="embeddings", deps=["vlm_descriptions"], code_version=text_version,
+              kinds={"pytorch"})
+    def text_embeddings(lake: LakeResource, text_encoder: TextEncoderResource) -> dg.MaterializeResult:
+        """Text-model embeddings of each description and of its one-sentence summary (two views of one image)."""
+        store = lake.get()
+        if not store.exists(*CURRENT_DESCRIPTIONS):
+            raise dg.Failure("no descriptions yet: materialize vlm_descriptions first")
+        rows = store.read_parquet(*CURRENT_DESCRIPTIONS).select("release", "object_id", "description", "summary")
+        encoder = text_encoder.load()
+        started = time.perf_counter()
+        descriptions = encoder.encode(rows["description"].to_list())
+        summaries = encoder.encode(rows["summary"].fill_null("").to_list())
+        seconds = time.perf_counter() - started
+        folder = text_embeddings_dir(encoder.name)
+        store.write_array(descriptions, *folder, "description.npy")
+        store.write_array(summaries, *folder, "summary.npy")
+        store.write_parquet(rows.select("release", "object_id"), *folder, "ids.parquet")
+        return dg.MaterializeResult(
+            metadata={"encoder": encoder.name, "texts": 2 * len(rows), "dim": encoder.dim,
+                      "seconds": round(seconds, 2)},
+            data_version=dg.DataVersion(array_fingerprint(descriptions, summaries)),
+        )
+
+    return [image_base_embeddings, text_embeddings]
+
+
+def load_text_embeddings(lake, encoder_name: str) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+    """(ids, description vectors, summary vectors) as written by ``text_embeddings``."""
+    folder = text_embeddings_dir(encoder_name)
+    return (lake.read_parquet(*folder, "ids.parquet"), lake.read_array(*folder, "description.npy"),
+            lake.read_array(*folder, "summary.npy"))

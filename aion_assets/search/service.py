@@ -1,0 +1,111 @@
+"""Answering queries: a typed text through the text model and head, or an object's own image, against FAISS."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import polars as pl
+
+from aion_assets.encoders.text import load_text_encoder
+from aion_assets.platform.lake import Lake
+from aion_assets.platform.layout import IMAGE_SIMILARITY_INDEX_DIR, SEARCH_INDEX_DIR
+from aion_assets.platform.warehouse import Warehouse
+from aion_assets.search.artifacts import load_heads_from_lake, load_index_from_lake
+from aion_assets.search.index import VectorIndex
+from aion_assets.search.training import embed_texts
+from aion_assets.search.vectors import normalise
+
+RESULT_COLUMNS = ["rank", "object_id", "release", "score"]
+
+
+class SearchService:
+    """Loads the heads, the text model and the indexes once; each query is then one encode and one search."""
+
+    def __init__(self, lake: Lake, warehouse: Warehouse, text_encoder_spec: str) -> None:
+        self.lake = lake
+        self.warehouse = warehouse
+        self._text_encoder_spec = text_encoder_spec
+        self._search_index: VectorIndex | None = None
+        self._similarity_index: VectorIndex | None = None
+        self._heads = None
+        self._text = None
+
+    # Loaded lazily: `aion similar` needs neither the heads nor the text model.
+    @property
+    def search_index(self) -> VectorIndex:
+        if self._search_index is None:
+            self._search_index = load_index_from_lake(self.lake, SEARCH_INDEX_DIR)
+        return self._search_index
+
+    @property
+    def similarity_index(self) -> VectorIndex:
+        if self._similarity_index is None:
+            self._similarity_index = load_index_from_lake(self.lake, IMAGE_SIMILARITY_INDEX_DIR)
+        return self._similarity_index
+
+    def encode_query(self, text: str) -> np.ndarray:
+        if self._heads is None:
+            self._heads = load_heads_from_lake(self.lake)
+            self._text = load_text_encoder(self._text_encoder_spec)
+        return embed_texts(self._heads, self._text.encode([text]))[0]
+
+    def search(self, text: str, k: int = 10, release: str | None = None) -> pl.DataFrame:
+        if not text.strip():
+            raise ValueError("empty query")
+        return ranked(self.search_index, self.encode_query(text), k, release)
+
+    def similar(self, object_id: str, k: int = 10, release: str | None = None) -> pl.DataFrame:
+        """The image-similarity baseline: nearest neighbours of the object's own base embedding."""
+        ids = self.similarity_index.ids
+        matches = ids.with_row_index("vector_row").filter(pl.col("object_id") == object_id)
+        if release is not None:
+            matches = matches.filter(pl.col("release") == release)
+        if matches.is_empty():
+            raise LookupError(f"object {object_id!r} is not in the image-similarity index"
+                              + (f" for release {release!r}" if release else ""))
+        if matches.height > 1:
+            raise LookupError(f"object {object_id!r} is in several releases "
+                              f"({', '.join(matches['release'].to_list())}): pass --release")
+        query = self.similarity_index.cpu_index.reconstruct(int(matches["vector_row"][0]))
+        found = ranked(self.similarity_index, query, k + 1, release)
+        found = found.filter(~((pl.col("object_id") == object_id) & (pl.col("release") == matches["release"][0])))
+        return found.head(k).with_columns(pl.int_range(1, pl.len() + 1).alias("rank")).select(RESULT_COLUMNS)
+
+    def log(self, kind: str, query: str, k: int, release: str | None, results: int, seconds: float) -> None:
+        """One row in `search_log`; a search never fails because its log could not be written."""
+        try:
+            self.warehouse.append("search_log", pl.DataFrame({
+                "kind": [kind], "query": [query], "k": [k], "release": [release], "results": [results],
+                "latency_ms": [seconds * 1000.0], "created_at": [datetime.now(timezone.utc)],
+            }, schema_overrides={"release": pl.String}))
+        except Exception:  # noqa: BLE001 - logging is best effort by design
+            pass
+
+
+def ranked(index: VectorIndex, query: np.ndarray, k: int, release: str | None = None) -> pl.DataFrame:
+    """Top k rows of the index for one query, optionally within one release.
+
+    With a release filter the search widens (doubling k) until k hits from that release are found or the
+    whole index was scanned, so a small release inside a large index is still answered exactly.
+    """
+    fetch = k if release is None else max(4 * k, 64)
+    while True:
+        fetch = min(fetch, index.ntotal)
+        scores, rows = index.search(query[None, :].astype(np.float32), fetch)
+        keep = rows[0] >= 0
+        hits = index.ids[rows[0][keep].tolist()].with_columns(pl.Series("score", scores[0][keep], pl.Float64))
+        if release is not None:
+            hits = hits.filter(pl.col("release") == release)
+        if hits.height >= k or fetch >= index.ntotal:
+            break
+        fetch *= 2
+    hits = hits.head(k)
+    return hits.with_columns(pl.int_range(1, pl.len() + 1).alias("rank")).select(RESULT_COLUMNS)
+
+
+def timed(call, *args, **kwargs) -> tuple[pl.DataFrame, float]:
+    started = time.perf_counter()
+    result = call(*args, **kwargs)
+    return result, time.perf_counter() - started

@@ -1,0 +1,38 @@
+"""Gathering per-shard embedding arrays into one matrix with its id map (release, object_id)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import polars as pl
+
+from aion_assets.platform.lake import Lake
+
+
+def gather_vectors(
+    lake: Lake, objects: pl.DataFrame, path_of: Callable[[str], tuple[str, ...]]
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """Vectors for ``objects`` (columns release, shard, row, object_id, ...) in the frame's order.
+
+    ``path_of(partition_key)`` names the shard's array in the lake; each shard's file is read once.
+    """
+    if objects.is_empty():
+        return objects, np.zeros((0, 0), dtype=np.float32)
+    objects = objects.with_row_index("_order")
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    for (release, shard), group in objects.group_by(["release", "shard"], maintain_order=True):
+        array = lake.read_array(*path_of(f"{release}|{shard}"), mmap=True)
+        rows = group["row"].to_numpy()
+        if rows.max(initial=-1) >= len(array):
+            raise ValueError(f"{release}|{shard}: embeddings have {len(array)} rows, cutouts name row {rows.max()}; "
+                             "re-materialize the embeddings of this partition")
+        parts.append((group["_order"].to_numpy(), np.asarray(array[rows], dtype=np.float32)))
+    order = np.concatenate([p[0] for p in parts])
+    matrix = np.concatenate([p[1] for p in parts])[np.argsort(order)]
+    return objects.drop("_order"), matrix
+
+
+def normalise(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -1,0 +1,197 @@
+"""The whole search chain on a small real subset, through the same runner as `aion demo`: ingest, describe
+(recorded answers), embed, train, index, evaluate; then the CLI contract, MLflow lineage and staleness."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+TINY_TRAINING = {"seeds": [0], "epochs": 4, "batch_size": 32, "hidden_dim": 128, "output_dim": 64}
+
+
+def _subset(source: Path, target: Path, object_ids: list[str]) -> None:
+    (target / "images").mkdir(parents=True)
+    catalog = pl.read_csv(source / "catalog.csv", infer_schema_length=0).filter(pl.col("object_id").is_in(object_ids))
+    for image in catalog["image"]:
+        shutil.copyfile(source / image, target / image)
+    catalog.write_csv(target / "catalog.csv")
+    shutil.copyfile(source / "manifest.json", target / "manifest.json")
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, sample_releases: Path, shared_data: Path):
+    """Materialize everything once for this module; tests read what it made."""
+    root = tmp_path_factory.mktemp("chain")
+    recorded = [json.loads(line) for line in (shared_data / "descriptions" / "recorded_descriptions.jsonl").open()]
+    described = {(r["release"], r["object_id"]) for r in recorded}
+    gz1 = pl.read_csv(sample_releases / "gz1-sdss" / "catalog.csv", infer_schema_length=0)
+    in_sample = gz1.filter(pl.struct("object_id").map_elements(
+        lambda s: ("gz1-sdss", s["object_id"]) in described, return_dtype=pl.Boolean))
+    keep = set(in_sample["object_id"].head(90).to_list())
+    for cls, n in (("merger", 12), ("spiral_clockwise", 15), ("edge_on", 15), ("elliptical", 30)):
+        keep |= set(gz1.filter((pl.col("gz1_class") == cls) & ~pl.col("object_id").is_in(list(keep)))["object_id"]
+                    .head(n).to_list())
+    releases = root / "releases"
+    _subset(sample_releases / "gz1-sdss", releases / "gz1-sdss", sorted(keep))
+    rings = pl.read_csv(sample_releases / "gz-decals-rings" / "catalog.csv", infer_schema_length=0)["object_id"]
+    _subset(sample_releases / "gz-decals-rings", releases / "gz-decals-rings", rings.head(40).to_list())
+
+    mp = pytest.MonkeyPatch()
+    from aion_assets.platform.settings import env_defaults
+
+    for var in ("DAGSTER_HOME", "AION_LAKE_ROOT", "AION_WAREHOUSE", "MLFLOW_TRACKING_URI", "AION_MLFLOW_ARTIFACTS"):
+        mp.delenv(var, raising=False)
+    mp.setenv("AION_HOME", str(root / "aion"))
+    mp.setenv("AION_RELEASES_DIR", str(releases))
+    mp.setenv("AION_SHARD_SIZE", "80")  # several partitions per release, as in a real survey
+    mp.delenv("ANTHROPIC_API_KEY", raising=False)
+    mp.delenv("AION_DESCRIBER", raising=False)
+    for key, value in env_defaults().items():
+        mp.setenv(key, value)
+
+    from aion_assets.cutouts.defs import register_release_partitions
+    from aion_assets.definitions import build_definitions
+    from aion_assets.runner import materialize, stack_instance
+
+    instance = stack_instance()
+    register_release_partitions(instance)
+    summaries = materialize(build_definitions(), "*", instance, op_config={"alignment_model": TINY_TRAINING},
+                            progress=lambda line: None)
+    yield {"instance": instance, "summaries": summaries, "root": root, "mp": mp}
+    mp.undo()
+
+
+def test_every_run_succeeds_and_eval_has_all_methods(chain) -> None:
+    assert chain["summaries"] and all(s.success for s in chain["summaries"])
+    from aion_assets.platform.lake import Lake
+    from aion_assets.platform.settings import stack_paths
+    from aion_assets.platform.warehouse import Warehouse
+
+    paths = stack_paths()
+    warehouse = Warehouse(paths.warehouse_path, Lake(paths.lake_root))
+    figures = warehouse.query("SELECT * FROM eval_results")
+    assert set(figures["method"]) == {"text_search", "image_similarity", "random"}
+    assert {"mergers", "spiral_arms", "edge_on_disks", "rings"} <= set(figures["target"])
+    assert figures["value"].is_between(0.0, 1.0).all()
+    # Objects whose descriptions trained the heads are never in an evaluation pool.
+    pool_sizes = figures.group_by("target").agg(pl.col("pool_size").first())
+    gz1_pool = pool_sizes.filter(pl.col("target") == "mergers")["pool_size"][0]
+    described = warehouse.query("SELECT count(*) AS n FROM descriptions WHERE release = 'gz1-sdss'")["n"][0]
+    gz1_total = warehouse.query("SELECT count(*) AS n FROM cutouts WHERE release = 'gz1-sdss'")["n"][0]
+    assert gz1_pool == gz1_total - described
+    leaderboard = warehouse.query("SELECT * FROM eval_leaderboard")
+    assert leaderboard.height == figures.height
+
+
+def test_mlflow_run_and_registered_version(chain) -> None:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from aion_assets.platform.settings import stack_paths
+
+    client = MlflowClient(tracking_uri=stack_paths().mlflow_tracking_uri)
+    versions = client.search_model_versions("name='aion-search-heads'")
+    assert len(versions) == 1
+    run = client.get_run(versions[0].run_id)
+    assert "val_loss" in run.data.metrics and "temperature" in run.data.metrics
+    assert any(key.startswith("eval/") for key in run.data.metrics)
+    history = client.get_metric_history(run.info.run_id, "val_loss")
+    assert len(history) == TINY_TRAINING["epochs"] + 1
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "heads")]
+    assert artifacts == ["heads/heads.safetensors"]
+    event = chain["instance"].get_latest_materialization_event(dg.AssetKey("alignment_model"))
+    metadata = event.asset_materialization.metadata
+    assert metadata["mlflow_run_id"].value == run.info.run_id
+    assert metadata["model_version"].value == int(versions[0].version)
+    assert set(metadata["input_data_versions"].value) == {"text_embeddings", "vlm_descriptions", "description_sample"}
+    del mlflow
+
+
+def test_search_and_similar_json_contract(chain, tmp_path: Path) -> None:
+    from aion_assets.cli import main
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["search", "merging galaxies with tidal tails", "--k", "7", "--json",
+                                  "--gallery", str(tmp_path / "g.png")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout.splitlines()[0])
+    assert [r["rank"] for r in rows] == list(range(1, 8))
+    assert all(set(r) == {"rank", "object_id", "release", "score"} for r in rows)
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    assert (tmp_path / "g.png").stat().st_size > 1000
+
+    only_rings = json.loads(runner.invoke(main, ["search", "a ring galaxy", "--release", "gz-decals-rings",
+                                                 "--json"]).stdout)
+    assert len(only_rings) == 10 and {r["release"] for r in only_rings} == {"gz-decals-rings"}
+
+    anchor = rows[0]
+    similar = runner.invoke(main, ["similar", anchor["object_id"], "--release", anchor["release"], "--k", "5",
+                                   "--json"])
+    assert similar.exit_code == 0, similar.output
+    neighbours = json.loads(similar.stdout)
+    assert len(neighbours) == 5 and anchor["object_id"] not in {n["object_id"] for n in neighbours}
+
+    missing = runner.invoke(main, ["similar", "no-such-object", "--json"])
+    assert missing.exit_code == 1 and "not in the image-similarity index" in missing.output
+
+
+def _stale_keys(instance, defs) -> set[str]:
+    # The resolver the UI uses for its "changed" badges (internal API: no public one exists in 1.13).
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.loader import LoadingContextForTest
+
+    graph = defs.resolve_asset_graph()
+    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph,
+                                          loading_context=LoadingContextForTest(instance))
+    stale = set()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if not node.is_materializable:
+            continue
+        partitions = (node.partitions_def.get_partition_keys(dynamic_partitions_store=instance)
+                      if node.partitions_def else [None])
+        if any(resolver.get_status(key, partition) != StaleStatus.FRESH for partition in partitions):
+            stale.add(key.to_user_string())
+    return stale
+
+
+def test_changed_text_encoder_marks_exactly_its_downstream(chain, tmp_path: Path) -> None:
+    """The model's name is part of the code version of everything computed through it, so the UI marks all of
+    it at once; SQL models over their tables follow by data version once those are re-materialized."""
+    from aion_assets.definitions import build_definitions
+    from aion_assets.encoders.text import packaged_minilm_path
+
+    instance = chain["instance"]
+    assert _stale_keys(instance, build_definitions()) == set()
+    renamed = tmp_path / "minilm-retrained"  # another model folder (its files linked, not copied)
+    shutil.copytree(packaged_minilm_path(), renamed, copy_function=os.symlink)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AION_TEXT_ENCODER", str(renamed))
+        stale = _stale_keys(instance, build_definitions())
+    assert stale == {"text_embeddings", "alignment_model", "search_embeddings", "search_index", "retrieval_eval"}
+
+
+def test_changed_describer_marks_descriptions_then_what_reads_them(chain, tmp_path: Path,
+                                                                   shared_data: Path) -> None:
+    """Runs last in this module: it re-materializes vlm_descriptions with other answers."""
+    from aion_assets.definitions import build_definitions
+    from aion_assets.runner import materialize
+
+    instance = chain["instance"]
+    answers = tmp_path / "recorded_v2.jsonl"
+    answers.write_text((shared_data / "descriptions" / "recorded_descriptions.jsonl").read_text()
+                       .replace("spiral", "spiral-armed"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AION_RECORDED_DESCRIPTIONS", str(answers))
+        assert _stale_keys(instance, build_definitions()) == {"vlm_descriptions"}
+        summaries = materialize(build_definitions(), "key:vlm_descriptions", instance, progress=lambda _: None)
+        assert all(s.success for s in summaries)
+        # New answers, new data version: what reads the descriptions is now marked, nothing else.
+        assert _stale_keys(instance, build_definitions()) == {"text_embeddings", "description_costs"}
