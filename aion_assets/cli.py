@@ -127,6 +127,7 @@ DOMAIN_COMMAND_MODULES: list[str] = [
     "aion_assets.cutouts.commands",
     "aion_assets.sql_models.commands",
     "aion_assets.search.commands",
+    "aion_assets.bench.commands",
 ]
 
 _register_domain_commands()

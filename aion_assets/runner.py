@@ -7,6 +7,7 @@ once, or once per partition key. Runs go to the instance under DAGSTER_HOME, so 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -14,6 +15,9 @@ import dagster as dg
 
 from aion_assets.platform.instance import apply_pool_limits, ensure_dagster_home
 from aion_assets.platform.settings import apply_env_defaults
+
+
+LOG_LEVEL = os.environ.get("AION_LOG_LEVEL", "INFO").upper()
 
 
 @dataclass
@@ -69,6 +73,10 @@ def materialize(
         partitions_def = graph.get(stretch[0]).partitions_def
         names = [key.to_user_string() for key in stretch]
         ops = {name: {"config": config} for name, config in (op_config or {}).items() if name in names}
+        # Dagster's per-event DEBUG lines drown the progress; assets' own INFO logs stay (AION_LOG_LEVEL).
+        run_config: dict = {"loggers": {"console": {"config": {"log_level": LOG_LEVEL}}}}
+        if ops:
+            run_config["ops"] = ops
         if partitions_def is None:
             keys: Sequence[str | None] = [None]
         else:
@@ -81,7 +89,7 @@ def materialize(
             progress(f"materializing {', '.join(names)}{label}")
             result = job.execute_in_process(
                 instance=instance, asset_selection=stretch, partition_key=partition_key,
-                raise_on_error=raise_on_error, run_config={"ops": ops} if ops else None,
+                raise_on_error=raise_on_error, run_config=run_config,
             )
             summaries.append(RunSummary(names, partition_key, result.success, result.run_id))
             if not result.success:

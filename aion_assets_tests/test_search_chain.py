@@ -13,6 +13,8 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from aion_assets_tests.fake_anthropic import dummy_api_key, fake_anthropic  # noqa: F401
+
 TINY_TRAINING = {"seeds": [0], "epochs": 4, "batch_size": 32, "hidden_dim": 128, "output_dim": 64}
 
 
@@ -140,6 +142,42 @@ def test_search_and_similar_json_contract(chain, tmp_path: Path) -> None:
 
     missing = runner.invoke(main, ["similar", "no-such-object", "--json"])
     assert missing.exit_code == 1 and "not in the image-similarity index" in missing.output
+
+
+def test_rerank_without_key_fails_in_one_line_and_writes_nothing(chain, monkeypatch) -> None:
+    from aion_assets.cli import main
+    from aion_assets.platform.lake import Lake
+    from aion_assets.platform.settings import stack_paths
+    from aion_assets.platform.warehouse import Warehouse
+
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    result = CliRunner().invoke(main, ["search", "a ring galaxy", "--rerank", "--json"])
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0 and "ANTHROPIC_API_KEY" in result.output
+    paths = stack_paths()
+    assert "rerank_results" not in Warehouse(paths.warehouse_path, Lake(paths.lake_root)).tables()
+
+
+def test_rerank_reorders_by_vlm_score_and_is_stored(chain, fake_anthropic, dummy_api_key, monkeypatch) -> None:
+    from aion_assets.cli import main
+    from aion_assets.platform.lake import Lake
+    from aion_assets.platform.settings import stack_paths
+    from aion_assets.platform.warehouse import Warehouse
+
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_anthropic.base_url)
+    result = CliRunner().invoke(main, ["search", "a ring galaxy", "--rerank", "--candidates", "8", "--k", "5",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert [r["rank"] for r in shown] == [1, 2, 3, 4, 5]
+    assert [r["score"] for r in shown] == sorted((r["score"] for r in shown), reverse=True)
+    assert fake_anthropic.count("POST", "/v1/messages") == 8
+    paths = stack_paths()
+    stored = Warehouse(paths.warehouse_path, Lake(paths.lake_root)).query(
+        "SELECT * FROM rerank_results ORDER BY rank_after")
+    assert stored.height == 8 and sorted(stored["rank_before"]) == list(range(1, 9))
+    assert stored["object_id"].head(5).to_list() == [r["object_id"] for r in shown]
+    assert dummy_api_key not in stored.write_csv()
 
 
 def _stale_keys(instance, defs) -> set[str]:

@@ -47,15 +47,29 @@ def _fail(error: Exception) -> None:
 @click.option("--k", default=10, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--gallery", type=click.Path(dir_okay=False), help="Write a PNG grid of the results.")
-def search(text: str, release: str | None, k: int, as_json: bool, gallery: str | None) -> None:
+@click.option("--rerank", is_flag=True, help="Ask the VLM about each candidate and re-order (needs ANTHROPIC_API_KEY).")
+@click.option("--candidates", default=100, show_default=True, type=click.IntRange(1, 1000),
+              help="How many top search results the VLM judges.")
+@click.option("--samples", default=1, show_default=True, type=click.IntRange(1, 10),
+              help="VLM answers averaged per candidate.")
+def search(text: str, release: str | None, k: int, as_json: bool, gallery: str | None, rerank: bool,
+           candidates: int, samples: int) -> None:
     from aion_assets.search.service import timed
 
+    if rerank:
+        from aion_assets.vlm.client import has_api_key
+
+        if not has_api_key():  # before any work: nothing is searched, sent or written
+            click.echo("error: --rerank needs ANTHROPIC_API_KEY (the VLM judges each candidate)", err=True)
+            sys.exit(1)
     service = _service()
     try:
-        results, seconds = timed(service.search, text, k=k, release=release)
+        results, seconds = timed(service.search, text, k=max(k, candidates) if rerank else k, release=release)
     except (FileNotFoundError, LookupError, ValueError) as error:
         _fail(error)
     service.log("text", text, k, release, results.height, seconds)
+    if rerank:
+        results = _reranked(service, text, results, samples).head(k)
     _emit(results, as_json, gallery, f"search: {text}", service)
 
 
@@ -75,6 +89,25 @@ def similar(object_id: str, release: str | None, k: int, as_json: bool, gallery:
         _fail(error)
     service.log("similar", object_id, k, release, results.height, seconds)
     _emit(results, as_json, gallery, f"similar to {object_id}", service)
+
+
+def _reranked(service, text: str, results, samples: int):
+    """VLM scores (1-10, averaged over samples) re-order the candidates; the run lands in rerank_results."""
+    import polars as pl
+
+    from aion_assets.search.thumbnails import result_images
+    from aion_assets.vlm.render import png_bytes
+    from aion_assets.vlm.rerank import rerank, save_rerank
+
+    images = result_images(service.lake, service.warehouse, results)
+    candidates = [(r["release"], r["object_id"], r["score"], png_bytes(image))
+                  for r, image in zip(results.iter_rows(named=True), images)]
+    rows = rerank(text, candidates, samples=samples)
+    save_rerank(service.warehouse, rows)
+    return pl.DataFrame(
+        [{"rank": row.rank_after, "object_id": row.object_id, "release": row.release,
+          "score": float(row.score) if row.score is not None else 0.0} for row in rows]
+    ).sort("rank")
 
 
 commands = [search, similar]
