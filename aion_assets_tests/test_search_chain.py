@@ -106,6 +106,9 @@ def test_mlflow_run_and_registered_version(chain) -> None:
     assert any(key.startswith("eval/") for key in run.data.metrics)
     history = client.get_metric_history(run.info.run_id, "val_loss")
     assert len(history) == TINY_TRAINING["epochs"] + 1
+    # Training on real descriptions of real cutouts lowers the validation loss below the untrained heads'.
+    by_step = {m.step: m.value for m in history}
+    assert min(by_step[s] for s in by_step if s > 0) < by_step[0]
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "heads")]
     assert artifacts == ["heads/heads.safetensors"]
     event = chain["instance"].get_latest_materialization_event(dg.AssetKey("alignment_model"))
@@ -214,6 +217,27 @@ def test_changed_text_encoder_marks_exactly_its_downstream(chain, tmp_path: Path
         mp.setenv("AION_TEXT_ENCODER", str(renamed))
         stale = _stale_keys(instance, build_definitions())
     assert stale == {"text_embeddings", "alignment_model", "search_embeddings", "search_index", "retrieval_eval"}
+
+
+def test_retrieval_eval_gains_reranked_method_with_a_key(chain, fake_anthropic, dummy_api_key,
+                                                         monkeypatch) -> None:
+    from aion_assets.definitions import build_definitions
+    from aion_assets.platform.lake import Lake
+    from aion_assets.platform.settings import stack_paths
+    from aion_assets.platform.warehouse import Warehouse
+    from aion_assets.runner import materialize
+
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_anthropic.base_url)
+    summaries = materialize(build_definitions(), "key:retrieval_eval+", chain["instance"],
+                            op_config={"retrieval_eval": {"rerank_candidates": 6}}, progress=lambda _: None)
+    assert all(s.success for s in summaries)
+    paths = stack_paths()
+    warehouse = Warehouse(paths.warehouse_path, Lake(paths.lake_root))
+    latest = warehouse.query("SELECT * FROM eval_results WHERE created_at = (SELECT max(created_at) FROM eval_results)")
+    targets = set(latest["target"])
+    assert set(latest.filter(pl.col("method") == "reranked")["target"]) == targets
+    assert fake_anthropic.count("POST", "/v1/messages") == 6 * len(targets)
+    assert warehouse.query("SELECT count(*) AS n FROM rerank_results")["n"][0] >= 6 * len(targets)
 
 
 def test_changed_describer_marks_descriptions_then_what_reads_them(chain, tmp_path: Path,

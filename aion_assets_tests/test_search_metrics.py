@@ -128,3 +128,11 @@ def test_random_expectation_by_hand_and_random_baseline_converges() -> None:
         assert abs(sampled[key] - expected[key]) < 4 * standard_error, key
     assert random_baseline(relevance, seed=1, n_trials=5) == random_baseline(relevance, seed=1, n_trials=5)
     assert random_expectation(np.zeros(20))["ndcg@10"] == 0.0
+
+
+def test_reranked_order_puts_judged_candidates_first_in_vlm_order() -> None:
+    from aion_assets.search.evaluation import reranked_order_scores
+
+    text_scores = np.array([0.9, 0.1, 0.8, 0.5, 0.7])  # text order: 0, 2, 4, 3, 1
+    scores = reranked_order_scores(text_scores, [4, 0])  # the VLM judged the top candidates 0 and 4: 4 first
+    assert list(np.argsort(-scores, kind="stable")) == [4, 0, 2, 3, 1]

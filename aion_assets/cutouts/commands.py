@@ -56,7 +56,7 @@ def releases(ctx: click.Context, releases_dir: str | None, as_json: bool) -> Non
         click.echo("no watched folder: set AION_RELEASES_DIR to a folder of release folders "
                    "(each with manifest.json and catalog.csv)")
         return
-    click.echo(f"releases in {root} (shard size {os.environ.get('AION_SHARD_SIZE') or 100000}):")
+    click.echo(f"releases in {root} (shard size {env_shard_size()}):")
     if not rows:
         click.echo("  (none: a release is a subfolder with manifest.json)")
     width = max([len(r["release"] or r["folder"]) for r in rows] + [7])

@@ -26,7 +26,9 @@ from aion_assets.cutouts.readers import CutoutRejected, hdf5_index, parse_bands
 MANIFEST = "manifest.json"
 CATALOG_NAMES = ("catalog.csv", "catalog.parquet")
 RESERVED_COLUMNS = ("object_id", "image", "ra", "dec")
-DEFAULT_SHARD_SIZE = 100_000
+# Shards are decoded in memory before their atomic write: 25k RGB cutouts at 160 px are ~1.9 GB (flux adds
+# ~4x that for 3-band float32), well inside a worker, and a 140M-object survey is still a few thousand partitions.
+DEFAULT_SHARD_SIZE = 25_000
 # The release name becomes part of partition keys, lake paths and SQL values: keep it to a safe alphabet.
 RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

@@ -35,9 +35,10 @@ from aion_assets.search.artifacts import (
 )
 from aion_assets.search.evaluation import K_NDCG, evaluate_all
 from aion_assets.search.index import build_index, recall_at_k
-from aion_assets.search.resources import AlignmentTrainingConfig, IndexConfig
+from aion_assets.search.resources import AlignmentTrainingConfig, EvaluationConfig, IndexConfig
 from aion_assets.search.training import TrainConfig, embed_images, embed_texts, train_alignment
 from aion_assets.search.vectors import gather_vectors, normalise
+from aion_assets.vlm.client import has_api_key
 
 CODE_REVISION = "1"
 EXPERIMENT = "aion-search"
@@ -230,7 +231,8 @@ def build_search_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetCheck
         pool="duckdb_writer",
         kinds={"duckdb", "mlflow"},
     )
-    def retrieval_eval(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource,
+    def retrieval_eval(context: dg.AssetExecutionContext, config: EvaluationConfig, lake: LakeResource,
+                       warehouse: WarehouseResource,
                        mlflow: MlflowResource, text_encoder: TextEncoderResource,
                        image_encoder: ImageEncoderResource) -> dg.MaterializeResult:
         """nDCG@10 and recall@100 of text search, the image-similarity baseline and random ranking, for each
@@ -250,8 +252,13 @@ def build_search_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetCheck
             _, base = gather_vectors(store, pool, lambda key: image_base_embeddings_path(image_name, key))
             return search, normalise(base)
 
+        rerank = None
+        if has_api_key() and config.rerank_candidates > 0:
+            rerank = _vlm_reranker(context, store, wh, config)
+        else:
+            context.log.info("no `reranked` method: it needs ANTHROPIC_API_KEY and rerank_candidates > 0")
         figures = evaluate_all(cutouts, labels, excluded, vectors_for,
-                               lambda queries: embed_texts(heads, encoder.encode(queries)))
+                               lambda queries: embed_texts(heads, encoder.encode(queries)), rerank=rerank)
         if figures.is_empty():
             raise dg.Failure("no labelled target is ingested: nothing to evaluate")
         run_id = _heads_run_id(store)
@@ -291,6 +298,28 @@ def build_search_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetCheck
 
     return ([alignment_model, search_embeddings, search_index, image_similarity_index, retrieval_eval],
             [text_search_beats_image_similarity])
+
+
+def _vlm_reranker(context, store, warehouse, config: EvaluationConfig):
+    """The `reranked` method: the VLM judges the top candidates of each target's text search."""
+    from aion_assets.search.evaluation import reranked_order_scores
+    from aion_assets.search.thumbnails import result_images
+    from aion_assets.vlm.render import png_bytes
+    from aion_assets.vlm.rerank import rerank, save_rerank
+
+    def rerank_target(target, pool: pl.DataFrame, text_scores: np.ndarray) -> np.ndarray:
+        top = np.argsort(-text_scores, kind="stable")[: config.rerank_candidates]
+        candidates = pool[top.tolist()].with_columns(pl.Series("score", text_scores[top]))
+        images = result_images(store, warehouse, candidates)
+        rows = rerank(target.query, [(r["release"], r["object_id"], float(r["score"]), png_bytes(image))
+                                     for r, image in zip(candidates.iter_rows(named=True), images)],
+                      samples=config.rerank_samples, log=context.log)
+        save_rerank(warehouse, rows)
+        position = {oid: int(row) for oid, row in zip(candidates["object_id"], top)}
+        ordered = [position[row.object_id] for row in sorted(rows, key=lambda r: r.rank_after)]
+        return reranked_order_scores(text_scores, ordered)
+
+    return rerank_target
 
 
 def _heads_run_id(store) -> str:

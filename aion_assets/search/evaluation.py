@@ -32,22 +32,39 @@ def target_pool(target: Target, cutouts: pl.DataFrame, labels: pl.DataFrame,
     return pool
 
 
+Reranker = Callable[[Target, pl.DataFrame, np.ndarray], np.ndarray]
+
+
+def reranked_order_scores(text_scores: np.ndarray, reranked_rows: list[int]) -> np.ndarray:
+    """Scores whose descending order is the re-ranked list: the judged candidates first, in the VLM's order,
+    then every other pool member in text-search order (the re-ranker only sees the top candidates)."""
+    judged = np.asarray(reranked_rows, dtype=np.int64)
+    rest = np.argsort(-text_scores, kind="stable")
+    rest = rest[~np.isin(rest, judged)]
+    order = np.concatenate([judged, rest])
+    scores = np.empty(len(text_scores), dtype=np.float64)
+    scores[order] = -np.arange(len(order), dtype=np.float64)
+    return scores
+
+
 def evaluate_target(
     target: Target,
     relevance: np.ndarray,
     search_vectors: np.ndarray,
     base_vectors: np.ndarray,
     query_vector: np.ndarray,
-    seed: int = 0,
+    reranked_scores: np.ndarray | None = None,
 ) -> list[dict]:
     """Rows (target, method, metric, value, n_relevant, pool_size) for text search, the image-similarity
-    baseline and random ranking."""
+    baseline, random ranking and, when given, the VLM-re-ranked text search."""
     n_relevant = int(relevance.sum())
     figures = {
         "text_search": evaluate_ranking(search_vectors @ query_vector, relevance, K_NDCG, K_RECALL),
         "image_similarity": image_similarity_baseline(base_vectors, relevance, K_NDCG, K_RECALL),
         "random": random_expectation(relevance, K_NDCG, K_RECALL),
     }
+    if reranked_scores is not None:
+        figures["reranked"] = evaluate_ranking(reranked_scores, relevance, K_NDCG, K_RECALL)
     return [
         {"target": target.name, "method": method, "metric": metric, "value": float(value),
          "n_relevant": n_relevant, "pool_size": int(len(relevance))}
@@ -63,6 +80,7 @@ def evaluate_all(
     vectors_for: Callable[[pl.DataFrame], tuple[np.ndarray, np.ndarray]],
     query_vectors: Callable[[list[str]], np.ndarray],
     targets: tuple[Target, ...] = TARGETS,
+    rerank: Reranker | None = None,
 ) -> pl.DataFrame:
     """Every target whose release is ingested and has at least one relevant object outside the sample."""
     rows: list[dict] = []
@@ -74,5 +92,6 @@ def evaluate_all(
         if relevance.sum() == 0:
             continue
         search_vectors, base_vectors = vectors_for(pool)
-        rows.extend(evaluate_target(target, relevance, search_vectors, base_vectors, query))
+        reranked = rerank(target, pool, search_vectors @ query) if rerank else None
+        rows.extend(evaluate_target(target, relevance, search_vectors, base_vectors, query, reranked))
     return pl.DataFrame(rows)

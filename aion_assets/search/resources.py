@@ -29,3 +29,11 @@ class IndexConfig(dg.Config):
     kind: str = "auto"
     exact_threshold: int = 200_000
     recall_sample: int = 200
+
+
+class EvaluationConfig(dg.Config):
+    """With ANTHROPIC_API_KEY set, the VLM re-ranks the top candidates of each target's text search (the
+    `reranked` method); 0 turns that off. Each candidate is one paid request per sample."""
+
+    rerank_candidates: int = 100
+    rerank_samples: int = 1
