@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from aion_assets.cutouts.releases import (
+    DEFAULT_SHARD_SIZE,
     ReleaseError,
     discover_release_dirs,
     env_shard_size,
@@ -97,7 +98,7 @@ def test_fingerprint_follows_content_not_reads(copy_release: Callable[..., Path]
 
 def test_shard_size_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AION_SHARD_SIZE", raising=False)
-    assert env_shard_size() == 100_000
+    assert env_shard_size() == DEFAULT_SHARD_SIZE <= 100_000
     monkeypatch.setenv("AION_SHARD_SIZE", "3")
     assert env_shard_size() == 3
     assert shard_keys("gz1-sdss", 7, 3) == ["gz1-sdss|0000", "gz1-sdss|0001", "gz1-sdss|0002"]

@@ -56,6 +56,8 @@ def releases(ctx: click.Context, releases_dir: str | None, as_json: bool) -> Non
         click.echo("no watched folder: set AION_RELEASES_DIR to a folder of release folders "
                    "(each with manifest.json and catalog.csv)")
         return
+    from aion_assets.cutouts.releases import env_shard_size
+
     click.echo(f"releases in {root} (shard size {env_shard_size()}):")
     if not rows:
         click.echo("  (none: a release is a subfolder with manifest.json)")
