@@ -36,6 +36,9 @@ def test_every_asset_has_a_group_and_description(aion_home) -> None:
 
 
 def test_dagster_definitions_validate(aion_home) -> None:
+    from aion_assets.platform.instance import ensure_dagster_home
+
+    ensure_dagster_home(aion_home.dagster_home)  # as `aion` and `make ui` do before Dagster's own CLI runs
     result = subprocess.run(
         [str(BIN / "dagster"), "definitions", "validate", "-w", str(PROJECT_ROOT / "workspace.yaml")],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, env=os.environ.copy(),
