@@ -303,20 +303,15 @@ def build_search_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetCheck
 def _vlm_reranker(context, store, warehouse, config: EvaluationConfig):
     """The `reranked` method: the VLM judges the top candidates of each target's text search."""
     from aion_assets.search.evaluation import reranked_order_scores
-    from aion_assets.search.thumbnails import result_images
-    from aion_assets.vlm.render import png_bytes
-    from aion_assets.vlm.rerank import rerank, save_rerank
+    from aion_assets.search.reranking import rerank_results
 
     def rerank_target(target, pool: pl.DataFrame, text_scores: np.ndarray) -> np.ndarray:
         top = np.argsort(-text_scores, kind="stable")[: config.rerank_candidates]
         candidates = pool[top.tolist()].with_columns(pl.Series("score", text_scores[top]))
-        images = result_images(store, warehouse, candidates)
-        rows = rerank(target.query, [(r["release"], r["object_id"], float(r["score"]), png_bytes(image))
-                                     for r, image in zip(candidates.iter_rows(named=True), images)],
-                      samples=config.rerank_samples, log=context.log)
-        save_rerank(warehouse, rows)
+        rows = rerank_results(store, warehouse, target.query, candidates, samples=config.rerank_samples,
+                              log=context.log)
         position = {oid: int(row) for oid, row in zip(candidates["object_id"], top)}
-        ordered = [position[row.object_id] for row in sorted(rows, key=lambda r: r.rank_after)]
+        ordered = [position[row.object_id] for row in rows]
         return reranked_order_scores(text_scores, ordered)
 
     return rerank_target

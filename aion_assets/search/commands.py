@@ -11,6 +11,22 @@ import click
 RESULT_HELP = "--json prints a list of {rank, object_id, release, score}."
 
 
+def result_options(release_help: str):
+    """The options every ranked-results command shares: one contract for `search` and `similar`."""
+
+    def decorate(command):
+        for option in reversed((
+            click.option("--release", default=None, help=release_help),
+            click.option("--k", default=10, show_default=True, type=click.IntRange(1, 10_000)),
+            click.option("--json", "as_json", is_flag=True),
+            click.option("--gallery", type=click.Path(dir_okay=False), help="Write a PNG grid of the results."),
+        )):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 def _service():
     from aion_assets.platform.lake import Lake
     from aion_assets.platform.warehouse import Warehouse
@@ -43,10 +59,7 @@ def _fail(error: Exception) -> None:
 
 @click.command(help=f"Rank cutouts by how well they match TEXT. {RESULT_HELP}")
 @click.argument("text")
-@click.option("--release", default=None, help="Only results from this release.")
-@click.option("--k", default=10, show_default=True, type=click.IntRange(1, 10_000))
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--gallery", type=click.Path(dir_okay=False), help="Write a PNG grid of the results.")
+@result_options(release_help="Only results from this release.")
 @click.option("--rerank", is_flag=True, help="Ask the VLM about each candidate and re-order (needs ANTHROPIC_API_KEY).")
 @click.option("--candidates", default=100, show_default=True, type=click.IntRange(1, 1000),
               help="How many top search results the VLM judges.")
@@ -75,10 +88,7 @@ def search(text: str, release: str | None, k: int, as_json: bool, gallery: str |
 
 @click.command(help=f"The image-similarity baseline: cutouts nearest to OBJECT_ID's image. {RESULT_HELP}")
 @click.argument("object_id")
-@click.option("--release", default=None, help="The object's release (needed when its id is in several).")
-@click.option("--k", default=10, show_default=True, type=click.IntRange(1, 10_000))
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--gallery", type=click.Path(dir_okay=False), help="Write a PNG grid of the results.")
+@result_options(release_help="The object's release (needed when its id is in several).")
 def similar(object_id: str, release: str | None, k: int, as_json: bool, gallery: str | None) -> None:
     from aion_assets.search.service import timed
 
@@ -95,15 +105,9 @@ def _reranked(service, text: str, results, samples: int):
     """VLM scores (1-10, averaged over samples) re-order the candidates; the run lands in rerank_results."""
     import polars as pl
 
-    from aion_assets.search.thumbnails import result_images
-    from aion_assets.vlm.render import png_bytes
-    from aion_assets.vlm.rerank import rerank, save_rerank
+    from aion_assets.search.reranking import rerank_results
 
-    images = result_images(service.lake, service.warehouse, results)
-    candidates = [(r["release"], r["object_id"], r["score"], png_bytes(image))
-                  for r, image in zip(results.iter_rows(named=True), images)]
-    rows = rerank(text, candidates, samples=samples)
-    save_rerank(service.warehouse, rows)
+    rows = rerank_results(service.lake, service.warehouse, text, results, samples=samples)
     return pl.DataFrame(
         [{"rank": row.rank_after, "object_id": row.object_id, "release": row.release,
           "score": float(row.score) if row.score is not None else 0.0} for row in rows]
