@@ -91,3 +91,23 @@ def test_webserver_lists_the_asset_keys(aion_home) -> None:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_a_newly_ingested_shard_is_embedded_automatically(aion_home) -> None:
+    import dagster as dg
+
+    defs = _definitions()
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("release_shards", ["new-release|0000", "old-release|0000"])
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key="raw_cutouts", partition="new-release|0000"))
+        after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+        requested = set()
+        for result in after.results:
+            if result.true_subset.size:
+                partitions = result.true_subset.expensively_compute_partition_keys() or {None}
+                requested |= {(result.key.to_user_string(), partition) for partition in partitions}
+    assert ("image_base_embeddings", "new-release|0000") in requested
+    assert ("image_base_embeddings", "old-release|0000") not in requested
+    assert not {key for key, _ in requested} & {"search_index", "image_similarity_index"}

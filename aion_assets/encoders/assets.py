@@ -39,6 +39,8 @@ def build_embedding_assets() -> list[dg.AssetsDefinition]:
         deps=["raw_cutouts"],
         code_version=image_version,
         kinds={"pytorch"},
+        # A new or re-ingested shard is embedded as soon as its cutouts land, when the daemon runs.
+        automation_condition=dg.AutomationCondition.eager(),
     )
     def image_base_embeddings(
         context: dg.AssetExecutionContext, lake: LakeResource, image_encoder: ImageEncoderResource
@@ -46,6 +48,11 @@ def build_embedding_assets() -> list[dg.AssetsDefinition]:
         """Frozen image-model embeddings of every cutout in a shard, row-aligned with the shard's arrays."""
         encoder = image_encoder.load()
         store = lake.get()
+        if encoder.input_kind == "flux" and hasattr(encoder, "with_bands"):
+            # A flux model must know which band each channel is; each release publishes its own.
+            release, shard = context.partition_key.rsplit("|", 1)
+            bands = store.read_parquet("cutouts", release, shard, "objects.parquet")["bands"]
+            encoder = encoder.with_bands(bands[0]) if len(bands) else encoder
         started = time.perf_counter()
         cutouts = list(iter_lake_cutouts(store, [context.partition_key], encoder.input_kind))
         vectors = next(embed_shards(encoder, cutouts, image_encoder.batch_size))

@@ -177,6 +177,7 @@ def build_search_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetCheck
         deps=["alignment_model", "image_base_embeddings"],
         code_version=model_version,
         kinds={"pytorch"},
+        automation_condition=dg.AutomationCondition.eager(),
     )
     def search_embeddings(
         context: dg.AssetExecutionContext, lake: LakeResource, image_encoder: ImageEncoderResource
@@ -204,7 +205,11 @@ def build_search_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetCheck
             "build_seconds": round(seconds, 3), "bytes": nbytes, "recall_at_100": round(float(recall), 4),
         }, data_version=dg.DataVersion(array_fingerprint(vectors)))
 
-    @dg.asset(group_name="index", deps=["search_embeddings"], code_version=model_version, kinds={"faiss"})
+    # Rebuilt once a day when shards changed beneath them: at survey scale, once per shard would be thousands.
+    daily_rebuild = dg.AutomationCondition.on_cron("0 7 * * *")
+
+    @dg.asset(group_name="index", deps=["search_embeddings"], code_version=model_version, kinds={"faiss"},
+              automation_condition=daily_rebuild)
     def search_index(context: dg.AssetExecutionContext, config: IndexConfig, lake: LakeResource,
                      warehouse: WarehouseResource) -> dg.MaterializeResult:
         """FAISS inner-product index over every search embedding, with its id map back to (release, object_id)."""
@@ -212,8 +217,9 @@ def build_search_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetCheck
         ids, vectors = gather_vectors(store, _cutout_rows(warehouse), search_embeddings_path)
         return _build_and_save(context, store, config, vectors, ids, SEARCH_INDEX_DIR)
 
-    @dg.asset(group_name="index", deps=["image_base_embeddings"], code_version=f"{CODE_REVISION}-{image_encoder_version()}",
-              kinds={"faiss"})
+    @dg.asset(group_name="index", deps=["image_base_embeddings"],
+              code_version=f"{CODE_REVISION}-{image_encoder_version()}", kinds={"faiss"},
+              automation_condition=daily_rebuild)
     def image_similarity_index(context: dg.AssetExecutionContext, config: IndexConfig, lake: LakeResource,
                                warehouse: WarehouseResource, image_encoder: ImageEncoderResource
                                ) -> dg.MaterializeResult:
