@@ -56,9 +56,9 @@ def ingest(release: str, as_json: bool) -> None:
 
 @bench.command()
 @click.option("--limit", default=2048, show_default=True, help="Cutouts to embed (from the ingested lake).")
-@click.option("--batch-size", default=64, show_default=True)
+@click.option("--batch-size", default=None, type=int, help="Default: the encoder's preferred size.")
 @click.option("--json", "as_json", is_flag=True)
-def embed(limit: int, batch_size: int, as_json: bool) -> None:
+def embed(limit: int, batch_size: int | None, as_json: bool) -> None:
     """image_base_embeddings end to end (lake read + preprocessing + forward) beside the forward pass alone."""
     from aion_assets.encoders.bench import bench_embed
     from aion_assets.encoders.image import iter_lake_cutouts, load_image_encoder
