@@ -136,3 +136,19 @@ def test_reranked_order_puts_judged_candidates_first_in_vlm_order() -> None:
     text_scores = np.array([0.9, 0.1, 0.8, 0.5, 0.7])  # text order: 0, 2, 4, 3, 1
     scores = reranked_order_scores(text_scores, [4, 0])  # the VLM judged the top candidates 0 and 4: 4 first
     assert list(np.argsort(-scores, kind="stable")) == [4, 0, 2, 3, 1]
+
+
+def test_check_flags_exactly_the_targets_where_text_search_loses() -> None:
+    import polars as pl
+
+    from aion_assets.search.evaluation import targets_below_baseline
+
+    rows = [("rings", "text_search", 0.9), ("rings", "image_similarity", 0.6),
+            ("lenses", "text_search", 0.4), ("lenses", "image_similarity", 0.7),
+            ("mergers", "text_search", 0.5), ("mergers", "image_similarity", 0.5)]
+    figures = pl.DataFrame(
+        [{"target": t, "method": m, "metric": metric, "value": v if metric == "ndcg@10" else 1.0 - v}
+         for t, m, v in rows for metric in ("ndcg@10", "recall@100")])
+    table, losing = targets_below_baseline(figures)
+    assert losing == ["lenses"]
+    assert table.height == 3

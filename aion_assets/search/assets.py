@@ -33,7 +33,7 @@ from aion_assets.search.artifacts import (
     save_heads_to_lake,
     save_index_to_lake,
 )
-from aion_assets.search.evaluation import K_NDCG, evaluate_all
+from aion_assets.search.evaluation import K_NDCG, evaluate_all, targets_below_baseline
 from aion_assets.search.index import build_index, recall_at_k
 from aion_assets.search.resources import AlignmentTrainingConfig, EvaluationConfig, IndexConfig
 from aion_assets.search.training import TrainConfig, embed_images, embed_texts, train_alignment
@@ -291,14 +291,13 @@ def build_search_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetCheck
                     "baseline (nDCG@10) on any target.", blocking=False)
     def text_search_beats_image_similarity(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         latest = warehouse.get().query(
-            f"""SELECT target, method, value FROM eval_results WHERE metric = 'ndcg@{K_NDCG}'
-                AND created_at = (SELECT max(created_at) FROM eval_results)""")
-        table = latest.pivot(on="method", index="target", values="value")
-        losing = table.filter(pl.col("text_search") < pl.col("image_similarity"))
+            "SELECT target, method, metric, value FROM eval_results "
+            "WHERE created_at = (SELECT max(created_at) FROM eval_results)")
+        table, losing = targets_below_baseline(latest)
         return dg.AssetCheckResult(
-            passed=losing.is_empty(),
+            passed=not losing,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"targets_below_baseline": losing["target"].to_list(),
+            metadata={"targets_below_baseline": losing,
                       "figures": dg.MetadataValue.md(markdown_table(table))},
         )
 

@@ -95,3 +95,10 @@ def evaluate_all(
         reranked = rerank(target, pool, search_vectors @ query) if rerank else None
         rows.extend(evaluate_target(target, relevance, search_vectors, base_vectors, query, reranked))
     return pl.DataFrame(rows)
+
+
+def targets_below_baseline(figures: pl.DataFrame, metric: str = f"ndcg@{K_NDCG}") -> tuple[pl.DataFrame, list[str]]:
+    """(targets x methods table of ``metric``, targets where text search scores below image similarity)."""
+    table = figures.filter(pl.col("metric") == metric).pivot(on="method", index="target", values="value")
+    losing = table.filter(pl.col("text_search") < pl.col("image_similarity"))["target"].to_list()
+    return table, losing
