@@ -31,8 +31,18 @@ def materialize(selection: str, partitions: tuple[str, ...]) -> None:
     """Materialize SELECTION (Dagster's asset selection syntax, e.g. group:cutouts or key:raw_cutouts+)."""
     from aion_assets.runner import materialize as run_selection, stack_instance
 
+    from dagster import DagsterError
+
+    from aion_assets.runner import plan_runs
+
+    defs = _definitions()
+    try:
+        plan_runs(defs, selection)
+    except (ValueError, DagsterError) as error:  # a typo in the selection: one line, not a traceback
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
     instance = stack_instance()
-    summaries = run_selection(_definitions(), selection, instance, partition_keys=list(partitions) or None)
+    summaries = run_selection(defs, selection, instance, partition_keys=list(partitions) or None)
     failed = [s for s in summaries if not s.success]
     click.echo(f"{len(summaries)} run(s), {len(failed)} failed")
     sys.exit(1 if failed else 0)
