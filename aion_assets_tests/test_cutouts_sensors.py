@@ -145,3 +145,24 @@ def test_definitions_load(aion_home) -> None:
     assert defs.resolve_job_def("ingest_releases").partitions_def is not None
     assert defs.resolve_sensor_def("release_sensor").default_status == dg.DefaultSensorStatus.RUNNING
     assert defs.resolve_schedule_def("daily_release_check").cron_schedule == "0 6 * * *"
+
+
+def test_first_tick_after_an_ingest_requests_nothing(aion_home, copy_release, tmp_path, monkeypatch) -> None:
+    """A sensor turned on after `aion demo` starts from what the lake holds instead of ingesting it all again."""
+    from aion_assets.cutouts.assets import raw_cutouts
+    from aion_assets.cutouts.sensors import register_release_partitions, release_sensor
+    from aion_assets.platform.resources import platform_resources
+
+    copy_release("spacewarps-cfhtls", limit=6)
+    monkeypatch.setenv("AION_RELEASES_DIR", str(tmp_path / "releases"))
+    with dg.DagsterInstance.ephemeral() as instance:
+        keys = register_release_partitions(instance, tmp_path / "releases")
+        with dg.build_sensor_context(instance=instance, resources=platform_resources()) as context:
+            before = release_sensor(context)
+        assert [r.partition_key for r in before.run_requests] == keys  # nothing ingested yet: all requested
+        for key in keys:
+            assert dg.materialize([raw_cutouts], partition_key=key, instance=instance,
+                                  resources=platform_resources()).success
+        with dg.build_sensor_context(instance=instance, resources=platform_resources()) as context:
+            after = release_sensor(context)
+        assert not after.run_requests

@@ -63,13 +63,16 @@ def _report_skipped(plan: ReleasePlan, log, warehouse: Warehouse | None, already
                 "a broken release is skipped with its reason (here and in the quarantine table).",
 )
 def release_sensor(
-    context: dg.SensorEvaluationContext, releases: ReleasesResource, warehouse: WarehouseResource
+    context: dg.SensorEvaluationContext, releases: ReleasesResource, warehouse: WarehouseResource,
+    lake: LakeResource,
 ) -> dg.SensorResult:
     root = releases.root()
     if root is None or not root.is_dir():
         return dg.SensorResult(skip_reason=NO_FOLDER if root is None else f"watched folder {root} does not exist")
     state = json.loads(context.cursor) if context.cursor else {}
-    known: dict[str, str] = state.get("releases", {})
+    # First tick: start from what the lake already holds (e.g. after `aion demo`), so a sensor switched on
+    # later does not ingest every release again.
+    known: dict[str, str] = state["releases"] if "releases" in state else ingested_fingerprints(lake.get())
     plan = plan_release_updates(root, known, existing_keys=_existing_keys(context.instance))
     store = warehouse.get()
     broken = _report_skipped(plan, context.log, store, state.get("broken", {}))
