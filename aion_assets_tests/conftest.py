@@ -17,6 +17,9 @@ from aion_assets.platform.lake import Lake
 from aion_assets.platform.settings import SHARED_DATA, StackPaths, env_defaults, stack_paths
 from aion_assets.platform.warehouse import Warehouse
 
+# The local Anthropic-compatible server's fixtures (fake_anthropic, dummy_api_key) for every test module.
+pytest_plugins = ["aion_assets_tests.fake_anthropic"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

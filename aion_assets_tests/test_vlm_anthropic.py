@@ -18,7 +18,7 @@ from aion_assets.platform.warehouse import Warehouse
 from aion_assets.vlm.describers import AnthropicConfig, AnthropicDescriber, DescribeRequest
 from aion_assets.vlm.render import png_bytes
 from aion_assets.vlm.store import WarehouseVlmStore
-from aion_assets_tests.fake_anthropic import FakeAnthropic, Reply, dummy_api_key, fake_anthropic  # noqa: F401
+from aion_assets_tests.fake_anthropic import FakeAnthropic, Reply
 
 MESSAGES = "/v1/messages"
 BATCHES = "/v1/messages/batches"

@@ -25,7 +25,6 @@ from aion_assets.vlm.defs import build_defs
 from aion_assets.vlm.describers import RecordedDescriber
 from aion_assets.vlm.resources import DescriberResource
 from aion_assets.vlm.sample import SAMPLE_PATH, draw_sample
-from aion_assets_tests.fake_anthropic import fake_anthropic  # noqa: F401
 
 RELEASE = "gz-decals-rings"
 

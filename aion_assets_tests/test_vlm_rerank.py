@@ -9,7 +9,7 @@ from aion_assets.platform.warehouse import Warehouse, fetch_polars
 from aion_assets.vlm.client import make_client
 from aion_assets.vlm.render import png_bytes
 from aion_assets.vlm.rerank import MissingApiKey, rerank, save_rerank
-from aion_assets_tests.fake_anthropic import Reply, brightness_score, dummy_api_key, fake_anthropic  # noqa: F401
+from aion_assets_tests.fake_anthropic import Reply, brightness_score
 
 
 def grey(level: int) -> bytes:

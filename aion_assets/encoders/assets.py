@@ -4,8 +4,6 @@
 import time
 
 import dagster as dg
-import numpy as np
-import polars as pl
 
 from aion_assets.encoders.image import embed_shards, iter_lake_cutouts
 from aion_assets.encoders.resources import (
@@ -94,10 +92,3 @@ def build_embedding_assets() -> list[dg.AssetsDefinition]:
         )
 
     return [image_base_embeddings, text_embeddings]
-
-
-def load_text_embeddings(lake, encoder_name: str) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
-    """(ids, description vectors, summary vectors) as written by ``text_embeddings``."""
-    folder = text_embeddings_dir(encoder_name)
-    return (lake.read_parquet(*folder, "ids.parquet"), lake.read_array(*folder, "description.npy"),
-            lake.read_array(*folder, "summary.npy"))

@@ -29,14 +29,13 @@ from aion_assets.platform.partitions import release_shards
 from aion_assets.platform.resources import LakeResource, MlflowResource, WarehouseResource
 from aion_assets.search.artifacts import (
     load_heads_from_lake,
-    load_index_from_lake,
     save_heads_to_lake,
     save_index_to_lake,
 )
 from aion_assets.search.evaluation import K_NDCG, evaluate_all, targets_below_baseline
 from aion_assets.search.index import build_index, recall_at_k
 from aion_assets.search.resources import AlignmentTrainingConfig, EvaluationConfig, IndexConfig
-from aion_assets.search.training import TrainConfig, embed_images, embed_texts, train_alignment
+from aion_assets.search.training import TrainConfig, embed_images, embed_texts, seed_summary, train_alignment
 from aion_assets.search.vectors import gather_vectors, normalise
 from aion_assets.vlm.client import has_api_key
 
@@ -136,9 +135,9 @@ def build_search_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetCheck
             for row in best.history:  # the kept seed's curves under plain names
                 mlflow_api.log_metrics({k: float(v) for k, v in row.items()
                                         if isinstance(v, (int, float)) and k != "epoch"}, step=int(row["epoch"]))
-            mrrs = np.array([r.best_metrics["val_mrr"] for r in results])
-            mlflow_api.log_metrics({"val_mrr_mean": float(mrrs.mean()), "val_mrr_std": float(mrrs.std()),
-                                    "best_val_mrr": float(mrrs.max())})
+            spread = seed_summary(results)["val_mrr"]
+            mlflow_api.log_metrics({"val_mrr_mean": spread["mean"], "val_mrr_std": spread["std"],
+                                    "best_val_mrr": spread["max"]})
             input_versions = _input_data_versions(context, ["text_embeddings", "vlm_descriptions",
                                                             "description_sample"])
             heads = best.heads()
@@ -163,7 +162,7 @@ def build_search_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetCheck
                 "registered_model": REGISTERED_MODEL,
                 "input_data_versions": input_versions,
                 "n_train": len(train), "n_val": len(val),
-                "val_mrr_mean": float(mrrs.mean()), "val_mrr_std": float(mrrs.std()),
+                "val_mrr_mean": spread["mean"], "val_mrr_std": spread["std"], "seeds": len(results),
                 "best_seed": int(config.seeds[results.index(best)]), "best_epoch": int(best.best_epoch),
                 "temperature": float(heads.temperature),
                 "checkpoint": dg.MetadataValue.path(lake_path),

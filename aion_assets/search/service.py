@@ -15,7 +15,6 @@ from aion_assets.platform.warehouse import Warehouse
 from aion_assets.search.artifacts import load_heads_from_lake, load_index_from_lake
 from aion_assets.search.index import VectorIndex
 from aion_assets.search.training import embed_texts
-from aion_assets.search.vectors import normalise
 
 RESULT_COLUMNS = ["rank", "object_id", "release", "score"]
 

@@ -9,7 +9,6 @@ prompt version + hash) are computed from the same config that runs: a new prompt
 from collections import Counter
 
 import dagster as dg
-import polars as pl
 
 from aion_assets.platform.layout import CURRENT_DESCRIPTIONS
 from aion_assets.platform.resources import LakeResource, WarehouseResource
