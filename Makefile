@@ -27,6 +27,7 @@ demo: $(STAMP)
 	$(BIN)/aion demo
 
 test: $(STAMP)
+	$(BIN)/ruff check aion_assets aion_assets_tests
 	$(BIN)/python -m pytest -n 2 --dist loadfile --timeout 900 aion_assets_tests
 
 ui: $(STAMP)

@@ -29,11 +29,10 @@ def _definitions():
 @click.option("--partition", "partitions", multiple=True, help="Partition key(s); default: all known.")
 def materialize(selection: str, partitions: tuple[str, ...]) -> None:
     """Materialize SELECTION (Dagster's asset selection syntax, e.g. group:cutouts or key:raw_cutouts+)."""
-    from aion_assets.runner import materialize as run_selection, stack_instance
-
     from dagster import DagsterError
 
-    from aion_assets.runner import plan_runs
+    from aion_assets.runner import materialize as run_selection
+    from aion_assets.runner import plan_runs, stack_instance
 
     defs = _definitions()
     try:
@@ -59,7 +58,8 @@ DEMO_QUERIES = (
 def demo() -> None:
     """The main job on the embedded default: ingest every release, describe, embed, train, index, evaluate."""
     from aion_assets.cutouts.defs import register_release_partitions
-    from aion_assets.runner import materialize as run_selection, stack_instance
+    from aion_assets.runner import materialize as run_selection
+    from aion_assets.runner import stack_instance
 
     paths = apply_env_defaults()
     if not os.environ.get("AION_RELEASES_DIR"):

@@ -15,7 +15,6 @@ from aion_assets.search.defs import build_defs as search_defs  # noqa: E402
 from aion_assets.sql_models.defs import build_defs as sql_defs  # noqa: E402
 from aion_assets.vlm.defs import build_defs as vlm_defs  # noqa: E402
 
-
 # Declarative automation is on from the start: a shard the release sensor ingests is embedded as it lands,
 # and the indexes rebuild on their daily cron (the conditions live on the assets themselves).
 automation_sensor = dg.AutomationConditionSensorDefinition(

@@ -16,7 +16,6 @@ import dagster as dg
 from aion_assets.platform.instance import apply_pool_limits, ensure_dagster_home
 from aion_assets.platform.settings import apply_env_defaults
 
-
 LOG_LEVEL = os.environ.get("AION_LOG_LEVEL", "INFO").upper()
 
 

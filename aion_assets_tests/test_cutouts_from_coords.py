@@ -13,8 +13,8 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -23,6 +23,8 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from aion_assets.cutouts import from_coords as from_coords_module
+from aion_assets.cutouts import from_coords_cli
 from aion_assets.cutouts.from_coords import (
     SERVICE_URL_ENV,
     CoordinateCatalogError,
@@ -35,8 +37,6 @@ from aion_assets.cutouts.from_coords import (
     parse_retry_after,
     read_coordinate_catalog,
 )
-from aion_assets.cutouts import from_coords as from_coords_module
-from aion_assets.cutouts import from_coords_cli
 from aion_assets.cutouts.from_coords_cli import EXIT_PARTIAL, from_coords
 from aion_assets.platform.settings import PROJECT_ROOT
 

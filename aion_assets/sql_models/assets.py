@@ -6,8 +6,9 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from aion_assets.platform.markdown import markdown_table
 from aion_assets.platform.resources import WarehouseResource
-from aion_assets.sql_models.models import SqlModel, markdown_table
+from aion_assets.sql_models.models import SqlModel
 
 PREVIEW_ROWS = 10
 

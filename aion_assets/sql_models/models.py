@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-
-from aion_assets.platform.markdown import markdown_table  # noqa: F401  (re-exported)
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError

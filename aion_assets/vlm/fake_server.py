@@ -90,8 +90,8 @@ def _png_of(body: dict[str, Any]) -> bytes:
 
 def brightness_score(png: bytes) -> int:
     """A deterministic 'judgement' for re-ranking tests: brighter image, higher score (1-10)."""
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     if not png:
         return 1
