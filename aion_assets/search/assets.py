@@ -130,7 +130,10 @@ def build_search_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetCheck
                 result = train_alignment(images[train], [t[train] for t in texts], images[val],
                                          [t[val] for t in texts], train_config, on_epoch=log_epoch)
                 results.append(result)
-                context.log.info(f"seed {seed}: best epoch {result.best_epoch}, {result.best_metrics}")
+                best_metrics = result.best_metrics
+                context.log.info(f"seed {seed}: best epoch {result.best_epoch}, val MRR {best_metrics['val_mrr']:.3f}, "
+                                 f"median rank {best_metrics['val_median_rank']:.0f}, val loss "
+                                 f"{best_metrics['val_loss']:.3f}")
             best = max(results, key=lambda r: r.best_metrics["val_mrr"])
             for row in best.history:  # the kept seed's curves under plain names
                 mlflow_api.log_metrics({k: float(v) for k, v in row.items()
