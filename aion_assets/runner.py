@@ -60,11 +60,15 @@ def materialize(
     instance: dg.DagsterInstance,
     partition_keys: Sequence[str] | None = None,
     progress: Callable[[str], None] = print,
-    raise_on_error: bool = True,
+    raise_on_error: bool = False,
     op_config: dict[str, dict] | None = None,
 ) -> list[RunSummary]:
     """Run the selection; ``op_config`` maps an asset name to its run config (e.g. a tiny training set-up),
-    handed to whichever run executes that asset."""
+    handed to whichever run executes that asset.
+
+    A failed run does not stop the other partitions of its stretch, but nothing downstream of a failed stretch
+    runs: later assets would otherwise be built from partial inputs. Earlier results stay as they were.
+    """
     graph = defs.resolve_asset_graph()
     job = defs.resolve_implicit_global_asset_job_def()
     summaries: list[RunSummary] = []
@@ -92,5 +96,8 @@ def materialize(
             )
             summaries.append(RunSummary(names, partition_key, result.success, result.run_id))
             if not result.success:
-                progress(f"  failed: run {result.run_id}")
+                progress(f"  failed: run {result.run_id} (its logs: the Dagster UI, or `dagster run logs`)")
+        if not all(summary.success for summary in summaries):
+            progress("stopping: a run failed, so the assets downstream of it were not materialized")
+            break
     return summaries

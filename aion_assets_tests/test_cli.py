@@ -25,3 +25,29 @@ def test_every_documented_command_is_registered() -> None:
     assert {"demo", "materialize", "releases", "sql", "search", "similar", "bench", "ui"} <= set(main.commands)
     assert {"from-coords"} <= set(main.commands["releases"].commands)
     assert {"ingest", "embed", "search", "vlm"} == set(main.commands["bench"].commands)
+
+
+def test_a_failed_partition_stops_what_depends_on_it_and_keeps_the_rest(aion_home, copy_release, tmp_path,
+                                                                       monkeypatch) -> None:
+    """One release's images vanish between planning and ingestion: its run fails, the other release lands,
+    and nothing downstream is built from the partial set."""
+    import shutil
+
+    import dagster as dg
+
+    from aion_assets.cutouts.defs import register_release_partitions
+    from aion_assets.definitions import build_definitions
+    from aion_assets.runner import materialize, stack_instance
+
+    copy_release("spacewarps-cfhtls", limit=5)
+    broken = copy_release("gz-decals-rings", limit=5)
+    monkeypatch.setenv("AION_RELEASES_DIR", str(tmp_path / "releases"))
+    instance = stack_instance()
+    register_release_partitions(instance, tmp_path / "releases")
+    shutil.rmtree(broken)
+    lines: list[str] = []
+    summaries = materialize(build_definitions(), "key:raw_cutouts+", instance, progress=lines.append)
+    assert [(s.partition_key, s.success) for s in summaries] == [
+        ("gz-decals-rings|0000", False), ("spacewarps-cfhtls|0000", True)]
+    assert lines[-1].startswith("stopping")
+    assert instance.get_latest_materialization_event(dg.AssetKey("release_summary")) is None
