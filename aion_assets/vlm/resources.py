@@ -8,6 +8,7 @@ environment by the client and goes nowhere else.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import dagster as dg
@@ -55,13 +56,9 @@ class DescriberResource(dg.ConfigurableResource):
         return f"{kind} ({why})"
 
     def anthropic_config(self) -> AnthropicConfig:
-        return AnthropicConfig(
-            model=self.model, max_tokens=self.max_tokens, input_price_per_mtok=self.input_price_per_mtok,
-            output_price_per_mtok=self.output_price_per_mtok, batch_discount=self.batch_discount,
-            max_input_tokens=self.max_input_tokens, concurrency=self.concurrency, budget_usd=self.budget_usd,
-            batch_threshold=self.batch_threshold, poll_interval_s=self.poll_interval_s, timeout_s=self.timeout_s,
-            max_retries=self.max_retries, base_url=self.base_url, prompt_version=self.prompt_version,
-        )
+        # Every setting this resource exposes goes through by name; the rest keep the pure config's defaults.
+        shared = {f.name for f in dataclasses.fields(AnthropicConfig)} & set(type(self).model_fields)
+        return AnthropicConfig(**{name: getattr(self, name) for name in shared})
 
     def build(self, store: VlmStore | None = None, log: Any = None) -> Describer:
         kind, _ = self.decision()
