@@ -152,3 +152,12 @@ def test_check_flags_exactly_the_targets_where_text_search_loses() -> None:
     table, losing = targets_below_baseline(figures)
     assert losing == ["lenses"]
     assert table.height == 3
+
+
+def test_a_changed_query_changes_the_evaluation_code_version() -> None:
+    import dataclasses
+
+    from aion_assets.search.targets import TARGETS, targets_version
+
+    reworded = (dataclasses.replace(TARGETS[0], query=TARGETS[0].query + " seen face-on"),) + TARGETS[1:]
+    assert targets_version(reworded) != targets_version(TARGETS) == targets_version(tuple(TARGETS))

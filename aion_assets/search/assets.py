@@ -35,6 +35,7 @@ from aion_assets.search.artifacts import (
 from aion_assets.search.evaluation import K_NDCG, evaluate_all, targets_below_baseline
 from aion_assets.search.index import build_index, recall_at_k
 from aion_assets.search.resources import AlignmentTrainingConfig, EvaluationConfig, IndexConfig
+from aion_assets.search.targets import targets_version
 from aion_assets.search.training import TrainConfig, embed_images, embed_texts, seed_summary, train_alignment
 from aion_assets.search.vectors import gather_vectors, normalise
 from aion_assets.vlm.client import has_api_key
@@ -235,7 +236,7 @@ def build_search_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetCheck
     @dg.asset(
         group_name="evaluation",
         deps=["search_index", "image_similarity_index", "alignment_model", "description_sample", "raw_cutouts"],
-        code_version=model_version,
+        code_version=f"{model_version}-targets-{targets_version()}",
         pool="duckdb_writer",
         kinds={"duckdb", "mlflow"},
     )

@@ -6,7 +6,8 @@ these into the descriptions: the description sample is random, and described obj
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import astuple, dataclass
 
 
 @dataclass(frozen=True)
@@ -23,9 +24,14 @@ TARGETS: tuple[Target, ...] = (
            ("spiral_clockwise", "spiral_anticlockwise")),
     Target("mergers", "merging galaxies with tidal tails, two interacting galaxies", "gz1-sdss", "gz1_class",
            ("merger",)),
-    Target("edge_on_disks", "an edge-on disk galaxy seen as a thin elongated streak", "gz1-sdss", "gz1_class",
-           ("edge_on",)),
+    Target("edge_on_disks", "an edge-on disk galaxy", "gz1-sdss", "gz1_class", ("edge_on",)),
     Target("rings", "a ring galaxy with a prominent ring around the centre", "gz-decals-rings", "ring", ("1",)),
     Target("lenses", "a gravitational lens with blue arcs around a red galaxy", "spacewarps-cfhtls", "is_lens",
            ("1",)),
 )
+
+
+def targets_version(targets: tuple[Target, ...] = TARGETS) -> str:
+    """A short hash of the targets and their queries: part of retrieval_eval's code version, so a changed
+    query marks the evaluation as changed."""
+    return hashlib.sha256(repr([astuple(t) for t in targets]).encode()).hexdigest()[:8]
