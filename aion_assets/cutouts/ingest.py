@@ -30,6 +30,7 @@ from aion_assets.cutouts.readers import (
 )
 from aion_assets.cutouts.releases import Release, ReleaseError, hdf5_file, read_catalog, shard_bounds
 from aion_assets.platform.lake import Lake
+from aion_assets.platform.layout import shard_dir
 from aion_assets.platform.warehouse import Warehouse, partition_path
 
 HEALPIX_NSIDE = 1024
@@ -349,10 +350,6 @@ def _labels_frame(release: Release, accepted: list[_Candidate]) -> pl.DataFrame:
 
 
 # -- writing -----------------------------------------------------------------------------------------------------
-def shard_dir(release: str, shard: str) -> tuple[str, str, str]:
-    return ("cutouts", release, shard)
-
-
 def write_shard(lake: Lake, warehouse: Warehouse, result: ShardResult) -> dict[str, int]:
     """Arrays first, tables last, the completion marker at the very end.
 

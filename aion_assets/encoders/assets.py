@@ -16,6 +16,7 @@ from aion_assets.platform.layout import (
     CURRENT_DESCRIPTIONS,
     array_fingerprint,
     image_base_embeddings_path,
+    shard_objects_path,
     text_embeddings_dir,
 )
 from aion_assets.platform.partitions import release_shards
@@ -48,8 +49,7 @@ def build_embedding_assets() -> list[dg.AssetsDefinition]:
         store = lake.get()
         if encoder.input_kind == "flux" and hasattr(encoder, "with_bands"):
             # A flux model must know which band each channel is; each release publishes its own.
-            release, shard = context.partition_key.rsplit("|", 1)
-            bands = store.read_parquet("cutouts", release, shard, "objects.parquet")["bands"]
+            bands = store.read_parquet(*shard_objects_path(context.partition_key))["bands"]
             encoder = encoder.with_bands(bands[0]) if len(bands) else encoder
         started = time.perf_counter()
         cutouts = list(iter_lake_cutouts(store, [context.partition_key], encoder.input_kind))

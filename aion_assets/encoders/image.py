@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from aion_assets.platform.layout import cutout_array_path, split_partition_key  # noqa: F401 (re-exported)
+
 if TYPE_CHECKING:
     import torch
 
@@ -332,20 +334,6 @@ def embed_shards(
 def embed_array(encoder: ImageEncoder, cutouts: np.ndarray, batch_size: int | None = None) -> np.ndarray:
     """Embeddings of one array of cutouts, streamed in batches."""
     return next(iter(embed_shards(encoder, [cutouts], batch_size)))
-
-
-def split_partition_key(partition_key: str) -> tuple[str, str]:
-    """'<release>|<shard>' -> (release, shard); kept here so pure code need not import the Dagster partitions."""
-    release, sep, shard = partition_key.partition("|")
-    if not sep or not release or not shard:
-        raise ValueError(f"partition key {partition_key!r} is not '<release>|<shard>'")
-    return release, shard
-
-
-def cutout_array_path(partition_key: str, input_kind: InputKind) -> tuple[str, str, str, str]:
-    """Lake path parts of a partition's canonical cutout array."""
-    release, shard = split_partition_key(partition_key)
-    return ("cutouts", release, shard, f"{input_kind}.npy")
 
 
 def iter_lake_cutouts(lake: Lake, partition_keys: Sequence[str], input_kind: InputKind = "rgb") -> Iterator[np.ndarray]:

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from aion_assets.platform.layout import split_partition_key
+
+__all__ = ["release_shards", "split_partition_key"]
+
 release_shards = dg.DynamicPartitionsDefinition(name="release_shards")
-
-
-def split_partition_key(key: str) -> tuple[str, str]:
-    release, _, shard = key.rpartition("|")
-    if not release or not shard:
-        raise ValueError(f"partition key {key!r} is not of the form '<release>|<shard>'")
-    return release, shard

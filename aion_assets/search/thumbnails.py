@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 
 from aion_assets.platform.lake import Lake
+from aion_assets.platform.layout import shard_dir
 from aion_assets.platform.warehouse import Warehouse
 
 
@@ -19,6 +20,6 @@ def result_images(lake: Lake, warehouse: Warehouse, results: pl.DataFrame) -> li
     located = results.select("release", "object_id").join(located, on=["release", "object_id"], how="left")
     images = []
     for row in located.iter_rows(named=True):
-        array = lake.read_array("cutouts", row["release"], row["shard"], "rgb.npy", mmap=True)
+        array = lake.read_array(*shard_dir(row["release"], row["shard"]), "rgb.npy", mmap=True)
         images.append(np.asarray(array[row["row"]]))
     return images

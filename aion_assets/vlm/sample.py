@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from aion_assets.platform.lake import Lake
-from aion_assets.platform.layout import DESCRIPTION_SAMPLE
+from aion_assets.platform.layout import DESCRIPTION_SAMPLE, shard_dir
 from aion_assets.vlm.render import cutout_png
 
 SAMPLE_PATH = DESCRIPTION_SAMPLE
@@ -55,8 +55,9 @@ class ShardImages:
         key = (release, shard)
         with self._lock:
             if key not in self._arrays:
-                kind = "flux" if self.lake.exists("cutouts", release, shard, "flux.npy") else "rgb"
-                self._arrays[key] = (kind, self.lake.read_array("cutouts", release, shard, f"{kind}.npy", mmap=True))
+                folder = shard_dir(release, shard)
+                kind = "flux" if self.lake.exists(*folder, "flux.npy") else "rgb"
+                self._arrays[key] = (kind, self.lake.read_array(*folder, f"{kind}.npy", mmap=True))
             return self._arrays[key]
 
     def png(self, release: str, shard: str, row: int, bands: str = "rgb") -> bytes:
