@@ -61,7 +61,6 @@ def demo() -> None:
     from aion_assets.runner import materialize as run_selection
     from aion_assets.runner import stack_instance
 
-    paths = apply_env_defaults()
     if not os.environ.get("AION_RELEASES_DIR"):
         click.echo("no release folder: set AION_RELEASES_DIR=/path/to/releases (a folder of release folders)")
         sys.exit(2)
@@ -72,20 +71,18 @@ def demo() -> None:
     summaries = run_selection(_definitions(), "*", instance)
     failed = [s for s in summaries if not s.success]
     click.echo(f"\n{len(summaries)} run(s) in {time.perf_counter() - started:.0f} s, {len(failed)} failed")
-    _print_demo_results(paths.aion_home)
+    _print_demo_results()
     click.echo("\nOpen the UI on the same instance: make ui  (dagster dev on http://127.0.0.1:3000)")
     sys.exit(1 if failed else 0)
 
 
-def _print_demo_results(aion_home) -> None:
+def _print_demo_results() -> None:
     import polars as pl
 
-    from aion_assets.platform.lake import Lake
-    from aion_assets.platform.warehouse import Warehouse
     from aion_assets.search.service import SearchService
 
-    lake = Lake(os.environ["AION_LAKE_ROOT"])
-    warehouse = Warehouse(os.environ["AION_WAREHOUSE"], lake)
+    service = SearchService.from_environment()
+    warehouse = service.warehouse
     tables = warehouse.tables()
     with pl.Config(tbl_rows=60, tbl_cols=12, fmt_str_lengths=40, tbl_width_chars=140):
         if "release_summary" in tables:
@@ -96,7 +93,6 @@ def _print_demo_results(aion_home) -> None:
             click.echo(warehouse.query(
                 "SELECT target, method, metric, round(value, 3) AS value, n_relevant, pool_size FROM eval_results "
                 "WHERE created_at = (SELECT max(created_at) FROM eval_results) ORDER BY target, metric, method"))
-    service = SearchService(lake, warehouse, os.environ["AION_TEXT_ENCODER"])
     for query in DEMO_QUERIES:
         try:
             results = service.search(query, k=5)

@@ -14,11 +14,10 @@ import click
 
 
 def _stack():
-    from aion_assets.platform.lake import Lake
-    from aion_assets.platform.warehouse import Warehouse
+    from aion_assets.platform.warehouse import stack_warehouse
 
-    lake = Lake(os.environ["AION_LAKE_ROOT"])
-    return lake, Warehouse(os.environ["AION_WAREHOUSE"], lake)
+    warehouse = stack_warehouse()
+    return warehouse.lake, warehouse
 
 
 def _report(name: str, figures: dict, rows: list[tuple[str, float, str]], as_json: bool) -> None:
@@ -92,8 +91,7 @@ def search(repeats: int, as_json: bool) -> None:
     from aion_assets.search.service import SearchService
     from aion_assets.search.targets import TARGETS
 
-    lake, warehouse = _stack()
-    service = SearchService(lake, warehouse, os.environ["AION_TEXT_ENCODER"])
+    service = SearchService.from_environment()
     queries = [t.query for t in TARGETS] + ["an elliptical galaxy", "a barred spiral galaxy",
                                             "a blue irregular galaxy with star-forming clumps"]
     try:

@@ -58,6 +58,14 @@ def machine_label() -> str:
     return f"{platform.node()}|{os.cpu_count()} cores|{accelerator}"
 
 
+def stack_warehouse() -> Warehouse:
+    """The configured stack's warehouse (its lake at ``.lake``), from the same settings the resources read."""
+    from aion_assets.platform.settings import stack_paths
+
+    paths = stack_paths()
+    return Warehouse(paths.warehouse_path, Lake(paths.lake_root))
+
+
 class Warehouse:
     def __init__(self, path: str | Path, lake: Lake, lock_timeout_s: float = 60.0) -> None:
         self.path = Path(path)

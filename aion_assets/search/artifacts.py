@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from aion_assets.platform.lake import Lake
 from aion_assets.platform.layout import ALIGNMENT_CHECKPOINT
-from aion_assets.search.heads import AlignmentHeads, load_heads, save_heads
+from aion_assets.search.heads import AlignmentHeads, load_heads, read_heads_metadata, save_heads
 from aion_assets.search.index import VectorIndex
+
+
+@contextlib.contextmanager
+def _local_copy(lake: Lake, parts: tuple[str, ...], missing: str, folder: bool = False) -> Iterator[Path]:
+    """A local path for a lake file (or folder): itself on a local lake, else a temporary copy, since
+    safetensors and faiss read from paths, not streams."""
+    if not lake.exists(*parts):
+        raise FileNotFoundError(missing)
+    if lake.is_local:
+        yield Path(lake.path(*parts))
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        if folder:
+            for relative in lake.iter_files("/".join(parts) + "/*"):
+                (Path(scratch) / Path(relative).name).write_bytes(lake.read_bytes(relative))
+            yield Path(scratch)
+        else:
+            local = Path(scratch) / parts[-1]
+            local.write_bytes(lake.read_bytes(*parts))
+            yield local
+
+
+NO_HEADS = "no trained heads in the lake: materialize alignment_model first"
 
 
 def save_heads_to_lake(lake: Lake, heads: AlignmentHeads, metadata: dict[str, str]) -> tuple[str, Path]:
@@ -19,14 +44,14 @@ def save_heads_to_lake(lake: Lake, heads: AlignmentHeads, metadata: dict[str, st
 
 
 def load_heads_from_lake(lake: Lake, device: str = "cpu") -> AlignmentHeads:
-    if not lake.exists(*ALIGNMENT_CHECKPOINT):
-        raise FileNotFoundError("no trained heads in the lake: materialize alignment_model first")
-    if lake.is_local:
-        return load_heads(lake.path(*ALIGNMENT_CHECKPOINT), device=device)
-    with tempfile.TemporaryDirectory() as folder:
-        local = Path(folder) / "heads.safetensors"
-        local.write_bytes(lake.read_bytes(*ALIGNMENT_CHECKPOINT))
-        return load_heads(local, device=device)
+    with _local_copy(lake, ALIGNMENT_CHECKPOINT, NO_HEADS) as path:
+        return load_heads(path, device=device)
+
+
+def heads_metadata_from_lake(lake: Lake) -> dict[str, str]:
+    """The checkpoint's header metadata (its MLflow run id, encoders, input data versions)."""
+    with _local_copy(lake, ALIGNMENT_CHECKPOINT, NO_HEADS) as path:
+        return read_heads_metadata(path)
 
 
 def save_index_to_lake(lake: Lake, index: VectorIndex, parts: tuple[str, ...]) -> int:
@@ -41,11 +66,6 @@ def save_index_to_lake(lake: Lake, index: VectorIndex, parts: tuple[str, ...]) -
 
 
 def load_index_from_lake(lake: Lake, parts: tuple[str, ...]) -> VectorIndex:
-    if not lake.exists(*parts):
-        raise FileNotFoundError(f"no index at {'/'.join(parts)} in the lake: materialize it first")
-    if lake.is_local:
-        return VectorIndex.load(lake.path(*parts))
-    with tempfile.TemporaryDirectory() as folder:
-        for relative in lake.iter_files("/".join(parts) + "/*"):
-            (Path(folder) / Path(relative).name).write_bytes(lake.read_bytes(relative))
-        return VectorIndex.load(folder)
+    missing = f"no index at {'/'.join(parts)} in the lake: materialize it first"
+    with _local_copy(lake, parts, missing, folder=True) as path:
+        return VectorIndex.load(path)

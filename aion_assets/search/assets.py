@@ -28,6 +28,7 @@ from aion_assets.platform.markdown import markdown_table
 from aion_assets.platform.partitions import release_shards
 from aion_assets.platform.resources import LakeResource, MlflowResource, WarehouseResource
 from aion_assets.search.artifacts import (
+    heads_metadata_from_lake,
     load_heads_from_lake,
     save_heads_to_lake,
     save_index_to_lake,
@@ -270,7 +271,7 @@ def build_search_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetCheck
                                lambda queries: embed_texts(heads, encoder.encode(queries)), rerank=rerank)
         if figures.is_empty():
             raise dg.Failure("no labelled target is ingested: nothing to evaluate")
-        run_id = _heads_run_id(store)
+        run_id = heads_metadata_from_lake(store)["mlflow_run_id"]
         client = MlflowClient(tracking_uri=mlflow.tracking_uri)
         versions = client.search_model_versions(f"name='{REGISTERED_MODEL}' and run_id='{run_id}'")
         model_version = int(versions[0].version) if versions else None
@@ -323,18 +324,3 @@ def _vlm_reranker(context, store, warehouse, config: EvaluationConfig):
         return reranked_order_scores(text_scores, ordered)
 
     return rerank_target
-
-
-def _heads_run_id(store) -> str:
-    from aion_assets.platform.layout import ALIGNMENT_CHECKPOINT
-    from aion_assets.search.heads import read_heads_metadata
-
-    if store.is_local:
-        return read_heads_metadata(store.path(*ALIGNMENT_CHECKPOINT))["mlflow_run_id"]
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as folder:
-        local = Path(folder) / "heads.safetensors"
-        local.write_bytes(store.read_bytes(*ALIGNMENT_CHECKPOINT))
-        return read_heads_metadata(local)["mlflow_run_id"]

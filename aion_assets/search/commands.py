@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import click
@@ -28,12 +27,9 @@ def result_options(release_help: str):
 
 
 def _service():
-    from aion_assets.platform.lake import Lake
-    from aion_assets.platform.warehouse import Warehouse
     from aion_assets.search.service import SearchService
 
-    lake = Lake(os.environ["AION_LAKE_ROOT"])
-    return SearchService(lake, Warehouse(os.environ["AION_WAREHOUSE"], lake), os.environ["AION_TEXT_ENCODER"])
+    return SearchService.from_environment()
 
 
 def _emit(results, as_json: bool, gallery: str | None, title: str, service) -> None:

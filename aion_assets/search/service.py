@@ -22,9 +22,9 @@ RESULT_COLUMNS = ["rank", "object_id", "release", "score"]
 class SearchService:
     """Loads the heads, the text model and the indexes once; each query is then one encode and one search."""
 
-    def __init__(self, lake: Lake, warehouse: Warehouse, text_encoder_spec: str) -> None:
-        self.lake = lake
+    def __init__(self, warehouse: Warehouse, text_encoder_spec: str) -> None:
         self.warehouse = warehouse
+        self.lake: Lake = warehouse.lake
         self._text_encoder_spec = text_encoder_spec
         self._search_index: VectorIndex | None = None
         self._similarity_index: VectorIndex | None = None
@@ -58,6 +58,15 @@ class SearchService:
             return embed_texts(self._heads, self._text.encode([text]))[0]
         finally:
             torch.set_num_threads(threads)
+
+    @classmethod
+    def from_environment(cls) -> SearchService:
+        """The service over the configured stack and text model (what the CLI uses)."""
+        import os
+
+        from aion_assets.platform.warehouse import stack_warehouse
+
+        return cls(stack_warehouse(), os.environ["AION_TEXT_ENCODER"])
 
     def search(self, text: str, k: int = 10, release: str | None = None) -> pl.DataFrame:
         if not text.strip():
