@@ -145,14 +145,24 @@ class Warehouse:
 
     # -- lake tables (heavy, one Parquet file per partition, a view in DuckDB) ---------------------------------
     def write_lake_partition(self, table: str, partition_key: str | None, frame: pl.DataFrame) -> str:
-        """Replace one partition's rows of a lake table: one atomic file write, then make sure the view exists."""
+        """Replace one partition's rows of a lake table: one atomic file write.
+
+        The view's glob picks up new files by itself, so DuckDB is opened only when the table gets its first
+        file (or the warehouse file is new): ingesting shard after shard never waits on, or blocks, a reader.
+        """
+        needs_view = not self._has_partitions(table) or not self.path.exists()
         written = self.lake.write_parquet(frame, *partition_path(table, partition_key))
-        self.ensure_lake_view(table)
+        if needs_view:
+            self.ensure_lake_view(table)
         return written
 
     def delete_lake_partition(self, table: str, partition_key: str | None) -> None:
         self.lake.delete(*partition_path(table, partition_key))
-        self.ensure_lake_view(table)
+        if not self._has_partitions(table):
+            self.ensure_lake_view(table)  # the last file is gone: drop the view, which would fail to read
+
+    def _has_partitions(self, table: str) -> bool:
+        return bool(self.lake.glob(f"tables/{table}/**/*.parquet"))
 
     def read_lake_table(self, table: str) -> pl.DataFrame:
         frames = [self.lake.read_parquet(rel) for rel in self.lake.iter_files(f"tables/{table}/**/*.parquet")]
@@ -160,7 +170,7 @@ class Warehouse:
 
     def ensure_lake_view(self, table: str) -> None:
         """A view over every partition file of a lake table; new files appear in it without touching DuckDB."""
-        has_files = bool(self.lake.glob(f"tables/{table}/**/*.parquet"))
+        has_files = self._has_partitions(table)
         pattern = self.lake.url("tables", table, "**", "*.parquet")
         with self.connect() as con:
             if has_files:
