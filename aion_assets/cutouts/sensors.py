@@ -24,6 +24,13 @@ ingest_job = dg.define_asset_job(
 NO_FOLDER = "no watched folder configured: set AION_RELEASES_DIR to a folder of survey releases"
 
 
+def _folder_problem(root) -> str | None:
+    """Why there is nothing to watch, or None when the folder is there."""
+    if root is None:
+        return NO_FOLDER
+    return None if root.is_dir() else f"watched folder {root} does not exist"
+
+
 def _run_requests(plan: ReleasePlan) -> list[dg.RunRequest]:
     return [
         dg.RunRequest(
@@ -67,8 +74,8 @@ def release_sensor(
     lake: LakeResource,
 ) -> dg.SensorResult:
     root = releases.root()
-    if root is None or not root.is_dir():
-        return dg.SensorResult(skip_reason=NO_FOLDER if root is None else f"watched folder {root} does not exist")
+    if problem := _folder_problem(root):
+        return dg.SensorResult(skip_reason=problem)
     state = json.loads(context.cursor) if context.cursor else {}
     # First tick: start from what the lake already holds (e.g. after `aion demo`), so a sensor switched on
     # later does not ingest every release again.
@@ -116,8 +123,8 @@ def daily_release_check(
     warehouse: WarehouseResource,
 ):
     root = releases.root()
-    if root is None or not root.is_dir():
-        return dg.SkipReason(NO_FOLDER if root is None else f"watched folder {root} does not exist")
+    if problem := _folder_problem(root):
+        return dg.SkipReason(problem)
     # What the lake holds (completion markers), not what was requested: a failed run is retried here.
     plan = plan_release_updates(root, ingested_fingerprints(lake.get()), existing_keys=_existing_keys(context.instance))
     _report_skipped(plan, context.log, warehouse.get(), {})
