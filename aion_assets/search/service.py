@@ -88,7 +88,7 @@ class SearchService:
         query = self.similarity_index.cpu_index.reconstruct(int(matches["vector_row"][0]))
         found = ranked(self.similarity_index, query, k + 1, release)
         found = found.filter(~((pl.col("object_id") == object_id) & (pl.col("release") == matches["release"][0])))
-        return found.head(k).with_columns(pl.int_range(1, pl.len() + 1).alias("rank")).select(RESULT_COLUMNS)
+        return _numbered(found.head(k))
 
     def log(self, kind: str, query: str, k: int, release: str | None, results: int, seconds: float) -> None:
         """One row in `search_log`; a search never fails because its log could not be written."""
@@ -118,7 +118,11 @@ def ranked(index: VectorIndex, query: np.ndarray, k: int, release: str | None = 
         if hits.height >= k or fetch >= index.ntotal:
             break
         fetch *= 2
-    hits = hits.head(k)
+    return _numbered(hits.head(k))
+
+
+def _numbered(hits: pl.DataFrame) -> pl.DataFrame:
+    """Results in the CLI's contract: ranks 1..n in the frame's (score) order."""
     return hits.with_columns(pl.int_range(1, pl.len() + 1).alias("rank")).select(RESULT_COLUMNS)
 
 
