@@ -3,16 +3,52 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from dataclasses import dataclass
 
 import numpy as np
 
 
-def split_partition_key(partition_key: str) -> tuple[str, str]:
-    """'<release>|<shard>' -> (release, shard). Pure, so science code needs no Dagster import for it."""
-    release, _, shard = partition_key.rpartition("|")
-    if not release or not shard:
-        raise ValueError(f"partition key {partition_key!r} is not of the form '<release>|<shard>'")
-    return release, shard
+# A release name becomes part of partition keys, lake paths and SQL values: keep it to a safe alphabet.
+RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+RELEASE_NAME_RULE = "a release name may hold only letters, digits, '.', '_' and '-' (it becomes a partition key)"
+
+
+def is_valid_release_name(name: str) -> bool:
+    """The one release-name rule, for release discovery and for releases built from coordinates alike."""
+    return bool(RELEASE_NAME.match(name))
+
+
+@dataclass(frozen=True, order=True)
+class ShardKey:
+    """One shard of one release: the partition key ``<release>|<shard>`` (``gz1-sdss|0003``) as a type.
+
+    Build it with :meth:`parse` from a partition key and turn it back with ``str(key)``; nothing else splits or
+    joins the key's text.
+    """
+
+    release: str
+    shard: str
+
+    SEPARATOR = "|"
+
+    @classmethod
+    def parse(cls, partition_key: "str | ShardKey") -> "ShardKey":
+        if isinstance(partition_key, ShardKey):
+            return partition_key
+        release, _, shard = str(partition_key).rpartition(cls.SEPARATOR)
+        if not release or not shard:
+            raise ValueError(f"partition key {partition_key!r} is not of the form '<release>|<shard>'")
+        return cls(release, shard)
+
+    def __str__(self) -> str:
+        return f"{self.release}{self.SEPARATOR}{self.shard}"
+
+
+def split_partition_key(partition_key: "str | ShardKey") -> tuple[str, str]:
+    """'<release>|<shard>' -> (release, shard)."""
+    key = ShardKey.parse(partition_key)
+    return key.release, key.shard
 
 
 def shard_dir(release: str, shard: str) -> tuple[str, str, str]:
