@@ -24,6 +24,7 @@ from aion_assets.cutouts.ingest import (
     quarantine_summary_markdown,
     write_shard,
 )
+from aion_assets.cutouts.readers import FLUX_RENDERING, flux_to_rgb
 from aion_assets.cutouts.releases import ReleaseError, load_release
 from aion_assets.platform.lake import Lake
 from aion_assets.platform.warehouse import Warehouse
@@ -164,6 +165,10 @@ def test_hdf5_release(tmp_path: Path, fixture_flux: np.ndarray, with_catalog: bo
     assert result.cutouts["ra"].to_list()[:2] == [150.1, 150.2]
     assert result.cutouts["healpix"].to_list()[2] is None and result.cutouts["healpix"].null_count() == 1
     np.testing.assert_allclose(result.flux[1], result.flux[0] * 0.5, rtol=1e-5, atol=1e-7)
+    # rgb is the fixed rendering of each row's flux: half the flux is darker, not stretched back to look the same.
+    for row in range(3):
+        np.testing.assert_array_equal(result.rgb[row], flux_to_rgb(result.flux[row], ["g", "r", "z"]))
+    assert result.rgb[1].astype(float).mean() < 0.8 * result.rgb[0].astype(float).mean()
     assert len(set(result.cutouts["sha256"])) == 3
     if with_catalog:
         assert "object_id not found in cutouts.h5" in reasons["missing"]
@@ -217,3 +222,25 @@ def test_count_balance_sees_a_missing_row(
     late = count_balance(lake, root, "spacewarps-cfhtls|0000")
     assert not late.passed and late.catalog_rows == 5 and "!=" in late.message
 
+
+
+def test_a_flux_shard_rendered_by_an_older_rule_is_planned_again(
+    tmp_path: Path, fixture_flux: np.ndarray, copy_release: Callable[..., Path], lake: Lake, warehouse: Warehouse,
+) -> None:
+    flux_folder = fits_release(tmp_path / "releases", fixture_flux)
+    flux_release = load_release(flux_folder)
+    rgb_release = load_release(copy_release("spacewarps-cfhtls", limit=2))
+    for release in (flux_release, rgb_release):
+        write_shard(lake, warehouse, ingest_shard(release.path, release, 0, 100_000))
+    assert json.loads(lake.read_bytes("cutouts", "ls-fits", "0000", "ingest.json"))["flux_rendering"] == FLUX_RENDERING
+    expected = {"ls-fits|0000": flux_release.fingerprint, "spacewarps-cfhtls|0000": rgb_release.fingerprint}
+    assert ingested_fingerprints(lake) == expected
+
+    # Markers written before the rendering was recorded: the flux shard's rgb.npy may be another rendering, so it
+    # is no longer "ingested"; an RGB shard's pixels are its source's, so it still is.
+    for release in (flux_release, rgb_release):
+        marker_path = ("cutouts", release.name, "0000", "ingest.json")
+        marker = json.loads(lake.read_bytes(*marker_path))
+        marker.pop("flux_rendering")
+        lake.write_bytes(json.dumps(marker).encode(), *marker_path)
+    assert ingested_fingerprints(lake) == {"spacewarps-cfhtls|0000": rgb_release.fingerprint}

@@ -14,6 +14,7 @@ from astropy.io import fits
 from PIL import Image
 
 from aion_assets.cutouts.readers import (
+    BAND_SCALES,
     CANONICAL_SIZE,
     CutoutRejected,
     decode_file,
@@ -91,7 +92,12 @@ def test_real_fits_cube_gives_flux_bands_and_a_preview(fits_bytes: bytes, fits_f
     for band in range(3):
         assert abs(decoded.flux[band].mean() - fits_flux[band].mean()) < 0.05 * fits_flux[band].std()
     assert decoded.rgb.shape == (160, 160, 3) and decoded.rgb.dtype == np.uint8
-    assert decoded.rgb.max() > 200 and decoded.rgb.std() > 5  # a real image, neither blank nor saturated flat
+    np.testing.assert_array_equal(decoded.rgb, flux_to_rgb(decoded.flux, ["g", "r", "z"]))  # from the stored flux
+    grey = decoded.rgb.mean(axis=-1)
+    assert np.median(grey) < 20  # sky stays dark
+    assert np.percentile(grey, 99.9) > 100  # the galaxy is visible, not crushed
+    centre = decoded.rgb[74:86, 74:86].reshape(-1, 3).mean(axis=0)
+    assert centre[0] > centre[1] > centre[2]  # the early-type lens galaxy at the centre is red
 
 
 def test_one_band_per_hdu_fits(fits_flux: np.ndarray) -> None:
@@ -188,3 +194,32 @@ def test_band_parsing_and_preview_channel_order(fits_flux: np.ndarray) -> None:
     only_z[2] = np.abs(fits_flux[2])
     rgb = flux_to_rgb(only_z, ["g", "r", "z"])
     assert rgb[..., 0].sum() > 0 and rgb[..., 1].sum() == 0 and rgb[..., 2].sum() == 0
+
+
+def test_rendering_is_fixed_not_stretched_per_image(fits_flux: np.ndarray) -> None:
+    """One object looks the same wherever it is rendered, and a fainter one looks fainter: no per-image stretch."""
+    bands = ["g", "r", "z"]
+    image = flux_to_rgb(fits_flux, bands)
+    assert flux_to_rgb(fits_flux.copy(), bands).tobytes() == image.tobytes()
+    fainter = flux_to_rgb(fits_flux * 0.25, bands).astype(float)
+    assert fainter.mean() < 0.6 * image.astype(float).mean()
+    # A bright neighbour in the same cutout leaves the rest of the image as it was.
+    with_star = fits_flux.copy()
+    with_star[:, :8, :8] = 500.0
+    np.testing.assert_array_equal(flux_to_rgb(with_star, bands)[8:, 8:], image[8:, 8:])
+
+
+def test_saturated_pixels_keep_their_colour_through_the_band_scales() -> None:
+    flux = np.ones((3, 4, 4), dtype=np.float32) * np.array([1.0, 2.0, 4.0], dtype=np.float32)[:, None, None] * 100
+    image = flux_to_rgb(flux, ["g", "r", "z"]).astype(float)
+    red, green, blue = 4 * BAND_SCALES["z"], 2 * BAND_SCALES["r"], 1 * BAND_SCALES["g"]
+    assert image[0, 0, 0] == 255
+    assert image[0, 0, 1] == pytest.approx(255 * green / red, abs=1)
+    assert image[0, 0, 2] == pytest.approx(255 * blue / red, abs=1)
+
+
+def test_channels_follow_band_names_not_file_order(fits_flux: np.ndarray) -> None:
+    reordered = np.ascontiguousarray(fits_flux[::-1])  # z, r, g
+    np.testing.assert_array_equal(flux_to_rgb(reordered, ["z", "r", "g"]), flux_to_rgb(fits_flux, ["g", "r", "z"]))
+    grey = flux_to_rgb(fits_flux[1:2], ["r"])
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()

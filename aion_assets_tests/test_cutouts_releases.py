@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,19 +22,37 @@ from aion_assets.cutouts.releases import (
     release_fingerprint,
     shard_keys,
 )
+from aion_assets.platform.layout import ShardKey
 
 
-def test_sample_releases_load_with_counts_and_labels(sample_releases: Path) -> None:
+def documented_releases(shared_data: Path) -> dict[str, tuple[int, str]]:
+    """release -> (objects, labels) from the table of the data README's ``releases/`` section."""
+    text = (shared_data / "README.md").read_text()
+    section = text.split("## releases/", 1)[1].split("\n## ", 1)[0]
+    table = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and re.match(r"^[\d,]+ ", cells[1]):
+            table[cells[0]] = (int(cells[1].split()[0].replace(",", "")), cells[2])
+    return table
+
+
+def test_sample_releases_load_with_counts_and_labels(sample_releases: Path, shared_data: Path) -> None:
+    documented = documented_releases(shared_data)
     folders = discover_release_dirs(sample_releases)
-    assert [f.name for f in folders] == ["gz-decals-rings", "gz1-sdss", "spacewarps-cfhtls", "unlabelled-mix"]
+    # Every release folder is discovered, and the README documents exactly those.
+    assert [f.name for f in folders] == sorted(p.name for p in sample_releases.iterdir() if (p / "manifest.json").is_file())
     releases = {r.name: r for r in (load_release(f) for f in folders)}
+    assert set(releases) == set(documented) and len(releases) >= 5
     for name, release in releases.items():
         lines = (sample_releases / name / "catalog.csv").read_text().strip().splitlines()
-        assert release.n_objects == len(lines) - 1
-    assert sum(r.n_objects for r in releases.values()) == 9316
+        manifest = json.loads((sample_releases / name / "manifest.json").read_text())
+        assert release.n_objects == len(lines) - 1 == manifest["n_objects"] == documented[name][0]
+        # Labels exactly where the README says some are published.
+        assert (release.label_columns == []) == (documented[name][1] == "none published"), name
     assert releases["gz1-sdss"].label_columns == ["gz1_class"]
-    assert releases["unlabelled-mix"].label_columns == []
     assert "ring" in releases["gz-decals-rings"].label_columns
+    assert {"is_lens", "category"} <= set(releases["spacewarps-cfhtls"].label_columns)
 
 
 def test_catalog_is_read_as_strings(sample_releases: Path) -> None:
@@ -126,7 +145,7 @@ def test_plan_adds_new_runs_changed_skips_broken(
 
     again = plan_release_updates(root, plan.fingerprints, existing_keys=set(plan.add_keys))
     assert again.add_keys == [] and again.runs == []
-    by_release = {k.split("|")[0]: v for k, v in plan.fingerprints.items()}
+    by_release = {ShardKey.parse(k).release: v for k, v in plan.fingerprints.items()}
     assert plan_release_updates(root, by_release, existing_keys=set(plan.add_keys)).runs == []
 
     with (root / "spacewarps-cfhtls" / "catalog.csv").open("a") as handle:

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from aion_assets.platform.lake import Lake
+from aion_assets.platform.layout import ShardKey
 from aion_assets.platform.resources import platform_resources
 from aion_assets.platform.warehouse import Warehouse, fetch_polars
 from aion_assets.runner import materialize, stack_instance
@@ -51,7 +52,7 @@ def ingest(lake: Lake, warehouse: Warehouse, release_dir: Path, limit: int, stal
     lake.write_array(np.stack(images), "cutouts", RELEASE, "0000", "rgb.npy")
     lake.write_parquet(cutouts.select("object_id", "release", "shard", "row", "ra", "dec", "bands", "sha256"),
                        "cutouts", RELEASE, "0000", "objects.parquet")
-    warehouse.write_lake_partition("cutouts", f"{RELEASE}|0000", cutouts)
+    warehouse.write_lake_partition("cutouts", str(ShardKey(RELEASE, "0000")), cutouts)
     return cutouts
 
 

@@ -1,62 +1,111 @@
-"""Rendering cutouts for the VLM, and the versioned prompts."""
+"""What the VLM sees of a cutout: the ingested rgb.npy row as a lossless PNG, for RGB and flux releases alike;
+and the versioned prompts."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 from astropy.io import fits
 from PIL import Image
 
+from aion_assets.cutouts.ingest import ingest_shard, write_shard
+from aion_assets.cutouts.readers import flux_to_rgb
+from aion_assets.cutouts.releases import load_release
+from aion_assets.platform.lake import Lake
+from aion_assets.platform.warehouse import Warehouse
+from aion_assets.vlm.describers import RecordedDescriber
 from aion_assets.vlm.prompts import describe_prompt, load_prompt, rerank_prompt
-from aion_assets.vlm.render import DEFAULT_BAND_SCALES, cutout_png, lupton_composite
+from aion_assets.vlm.render import png_bytes
+from aion_assets.vlm.sample import ShardImages
+
+FIXTURE = "legacysurvey_dr9_grz_cutout.fits"
 
 
 def decode(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
-def test_rgb_cutout_goes_through_unchanged() -> None:
+def flux_release(root: Path, fixture: Path) -> Path:
+    """A Legacy Survey FITS release: the real cutout, and the same object at half the flux (a shallower copy)."""
+    folder = root / "ls-dr9-fits"
+    (folder / "images").mkdir(parents=True)
+    shutil.copyfile(fixture, folder / "images" / "lens.fits")
+    with fits.open(fixture) as hdus:
+        half = fits.PrimaryHDU(np.asarray(hdus[0].data, dtype=np.float32) * 0.5, header=hdus[0].header)
+    half.writeto(folder / "images" / "lens_half.fits")
+    pl.DataFrame({"object_id": ["lens", "lens_half"], "image": ["images/lens.fits", "images/lens_half.fits"],
+                  "ra": ["357.9087"] * 2, "dec": ["-54.8817"] * 2}).write_csv(folder / "catalog.csv")
+    (folder / "manifest.json").write_text(json.dumps({"release": "ls-dr9-fits", "bands": "grz"}))
+    return folder
+
+
+def test_png_is_lossless_and_only_of_rgb() -> None:
     rgb = np.random.default_rng(0).integers(0, 256, (160, 160, 3), dtype=np.uint8)
-    png = cutout_png(rgb)
+    png = png_bytes(rgb)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     np.testing.assert_array_equal(decode(png), rgb)
+    with pytest.raises(ValueError, match="uint8"):  # flux is never rendered on the way to the VLM
+        png_bytes(np.zeros((3, 160, 160), dtype=np.float32))
 
 
-def test_lupton_maps_z_r_g_to_red_green_blue() -> None:
-    flux = np.zeros((3, 8, 8), dtype=np.float32)
-    flux[2] = 0.05  # z only
-    image = lupton_composite(flux, ["g", "r", "z"])
-    assert image[..., 0].min() > 0 and image[..., 1].max() == 0 and image[..., 2].max() == 0
-    image = lupton_composite(flux[::-1].copy(), ["z", "r", "g"])  # band order comes from the names
-    assert image[..., 0].min() > 0 and image[..., 2].max() == 0
+def test_describer_sees_the_rgb_rendered_at_ingestion_of_a_flux_release(
+    tmp_path: Path, shared_data: Path, lake: Lake, warehouse: Warehouse,
+) -> None:
+    folder = flux_release(tmp_path / "releases", shared_data / "fixtures" / FIXTURE)
+    release = load_release(folder)
+    write_shard(lake, warehouse, ingest_shard(folder, release, 0, 100_000))
+    rgb = lake.read_array("cutouts", release.name, "0000", "rgb.npy")
+    flux = lake.read_array("cutouts", release.name, "0000", "flux.npy")
+    cutouts = warehouse.query("SELECT object_id, shard, row, bands, sha256 FROM cutouts ORDER BY row")
+    assert cutouts["object_id"].to_list() == ["lens", "lens_half"] and flux.shape == (2, 3, 160, 160)
+
+    images = ShardImages(lake)
+    for entry in cutouts.iter_rows(named=True):
+        sent = images.loader(release.name, entry["shard"], entry["row"])()
+        assert sent == png_bytes(rgb[entry["row"]])  # byte for byte what the galleries and the encoder read
+        # rgb.npy is the fixed rendering of the stored flux; the sha256 stays that of the source file.
+        np.testing.assert_array_equal(rgb[entry["row"]], flux_to_rgb(flux[entry["row"]], entry["bands"].split(",")))
+        assert entry["sha256"] == hashlib.sha256((folder / "images" / f"{entry['object_id']}.fits").read_bytes()
+                                                 ).hexdigest()
+    # No per-image stretch: the shallower copy of the same object is darker, not re-stretched to look the same.
+    assert rgb[1].astype(float).mean() < 0.8 * rgb[0].astype(float).mean()
+
+    # Deterministic: ingesting again writes the same pixels, so the describer is sent the same PNG.
+    write_shard(lake, warehouse, ingest_shard(folder, release, 0, 100_000))
+    again = lake.read_array("cutouts", release.name, "0000", "rgb.npy")
+    assert again.tobytes() == rgb.tobytes()
+    assert ShardImages(lake).png(release.name, "0000", 0) == png_bytes(rgb[0])
 
 
-def test_lupton_saturates_to_colour_not_white() -> None:
-    flux = np.ones((3, 4, 4), dtype=np.float32) * np.array([1.0, 2.0, 4.0], dtype=np.float32)[:, None, None] * 100
-    image = lupton_composite(flux, ["g", "r", "z"]).astype(float)
-    red, green, blue = 4 * DEFAULT_BAND_SCALES["z"], 2 * DEFAULT_BAND_SCALES["r"], 1 * DEFAULT_BAND_SCALES["g"]
-    assert image[0, 0, 0] == 255
-    assert image[0, 0, 1] == pytest.approx(255 * green / red, abs=1)
-    assert image[0, 0, 2] == pytest.approx(255 * blue / red, abs=1)
-
-
-def test_real_grz_fixture_renders_with_dark_sky_and_bright_core(shared_data: Path) -> None:
-    flux = fits.getdata(shared_data / "fixtures" / "legacysurvey_dr9_grz_cutout.fits").astype(np.float32)
-    image = decode(cutout_png(flux, "g,r,z"))
-    assert image.shape == (256, 256, 3)
-    grey = image.mean(axis=-1)
-    assert np.median(grey) < 20  # sky stays dark
-    assert np.percentile(grey, 99.9) > 100  # the galaxy is visible, not crushed
-    centre = image[118:138, 118:138].reshape(-1, 3).mean(axis=0)
-    assert centre[0] > centre[2]  # the early-type lens galaxy at the centre is red
-
-
-def test_flux_without_band_names_is_an_error() -> None:
-    with pytest.raises(ValueError, match="band names"):
-        cutout_png(np.zeros((3, 8, 8), dtype=np.float32))
+def test_rgb_release_goes_to_the_describer_as_its_source_pixels(
+    copy_release: Callable[..., Path], lake: Lake, warehouse: Warehouse,
+) -> None:
+    folder = copy_release("gz-decals-rings", limit=12)
+    release = load_release(folder)
+    write_shard(lake, warehouse, ingest_shard(folder, release, 0, 100_000))
+    cutouts = warehouse.query("SELECT object_id, source_path, shard, row, sha256 FROM cutouts ORDER BY row")
+    recorded = {(r, o): sha for r, o, sha, _ in RecordedDescriber().recorded_keys().iter_rows()}
+    images = ShardImages(lake)
+    answered = 0
+    for entry in cutouts.iter_rows(named=True):
+        source = folder / entry["source_path"]
+        with Image.open(source) as image:
+            np.testing.assert_array_equal(decode(images.png(release.name, entry["shard"], entry["row"])),
+                                          np.asarray(image.convert("RGB")))
+        # The content address is the source file's hash: the one the recorded answers were made from.
+        assert entry["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+        if (release.name, entry["object_id"]) in recorded:
+            assert recorded[(release.name, entry["object_id"])] == entry["sha256"]
+            answered += 1
+    assert answered > 0
 
 
 def test_describe_prompt_is_the_one_the_recorded_answers_used(shared_data: Path) -> None:

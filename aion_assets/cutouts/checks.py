@@ -15,6 +15,7 @@ import polars as pl
 
 from aion_assets.cutouts.assets import raw_cutouts
 from aion_assets.cutouts.ingest import count_balance, duplicate_ids, materialized_shards
+from aion_assets.platform.layout import ShardKey
 from aion_assets.platform.resources import LakeResource, ReleasesResource
 
 PARTITION_TAG = "dagster/partition"
@@ -23,8 +24,8 @@ PARTITION_TAG = "dagster/partition"
 def _releases_in_scope(context: dg.AssetCheckExecutionContext, lake) -> list[str]:
     key = context.run.tags.get(PARTITION_TAG)
     if key:
-        return [key.rpartition("|")[0]]
-    return sorted({k.rpartition("|")[0] for k in materialized_shards(lake)})
+        return [ShardKey.parse(key).release]
+    return sorted({ShardKey.parse(k).release for k in materialized_shards(lake)})
 
 
 @dg.asset_check(

@@ -21,6 +21,7 @@ import polars as pl
 
 from aion_assets.cutouts.readers import (
     CANONICAL_SIZE,
+    FLUX_RENDERING,
     CutoutRejected,
     DecodedCutout,
     decode_file,
@@ -30,7 +31,7 @@ from aion_assets.cutouts.readers import (
 )
 from aion_assets.cutouts.releases import Release, ReleaseError, hdf5_file, read_catalog, shard_bounds
 from aion_assets.platform.lake import Lake
-from aion_assets.platform.layout import shard_dir
+from aion_assets.platform.layout import ShardKey, shard_dir
 from aion_assets.platform.warehouse import Warehouse, partition_path
 
 HEALPIX_NSIDE = 1024
@@ -72,8 +73,12 @@ class ShardResult:
     fingerprint: str = ""
 
     @property
+    def shard_key(self) -> ShardKey:
+        return ShardKey(self.release, self.shard)
+
+    @property
     def partition_key(self) -> str:
-        return f"{self.release}|{self.shard}"
+        return str(self.shard_key)
 
     @property
     def n_accepted(self) -> int:
@@ -374,18 +379,28 @@ def write_shard(lake: Lake, warehouse: Warehouse, result: ShardResult) -> dict[s
         "release": result.release, "shard": result.shard, "fingerprint": result.fingerprint,
         "data_version": result.data_version, "accepted": result.n_accepted, "quarantined": result.n_quarantined,
         "catalog_rows": result.catalog_rows, "written_at": datetime.now(timezone.utc).isoformat(),
+        # rgb.npy of a flux shard is rendered from the flux: which rendering made it (RGB sources are not rendered).
+        "flux_rendering": FLUX_RENDERING if result.flux is not None else None,
     }
     lake.write_bytes(json.dumps(marker, indent=2).encode(), *folder, "ingest.json")
     return written
 
 
 def ingested_fingerprints(lake: Lake) -> dict[str, str]:
-    """Partition key -> fingerprint of every completely written shard (from the markers)."""
+    """Partition key -> fingerprint of every completely written shard at today's rendering (from the markers).
+
+    A flux shard whose rgb.npy was rendered under other parameters is left out, so that it is planned again: every
+    object of every shard must look the same to the encoder, the describer and the galleries.
+    """
     known: dict[str, str] = {}
     for relative in lake.iter_files("cutouts/*/*/ingest.json"):
         try:
             marker = json.loads(lake.read_bytes(relative))
-            known[f"{marker['release']}|{marker['shard']}"] = marker["fingerprint"]
+            key = ShardKey(marker["release"], marker["shard"])
+            rendered_from_flux = lake.exists(*shard_dir(key.release, key.shard), "flux.npy")
+            if rendered_from_flux and marker.get("flux_rendering") != FLUX_RENDERING:
+                continue
+            known[str(key)] = marker["fingerprint"]
         except (ValueError, KeyError, OSError):
             continue  # an unreadable marker means "not known": the shard is planned again
     return known
@@ -397,12 +412,13 @@ def record_release_rejection(warehouse: Warehouse, release: str, source_path: st
         "release": [release], "shard": [None], "object_id": [None], "source_path": [source_path],
         "reason": [reason], "seen_at": [datetime.now(timezone.utc)],
     }, schema=QUARANTINE_SCHEMA)
-    warehouse.write_lake_partition("quarantine", f"{release}|{RELEASE_LEVEL_SHARD}", frame)
+    warehouse.write_lake_partition("quarantine", str(ShardKey(release, RELEASE_LEVEL_SHARD)), frame)
 
 
 def clear_release_rejection(warehouse: Warehouse, release: str) -> None:
-    if warehouse.lake.exists(*partition_path("quarantine", f"{release}|{RELEASE_LEVEL_SHARD}")):
-        warehouse.delete_lake_partition("quarantine", f"{release}|{RELEASE_LEVEL_SHARD}")
+    key = str(ShardKey(release, RELEASE_LEVEL_SHARD))
+    if warehouse.lake.exists(*partition_path("quarantine", key)):
+        warehouse.delete_lake_partition("quarantine", key)
 
 
 def quarantine_summary_markdown(quarantine: pl.DataFrame, limit: int = 10) -> str:
@@ -440,18 +456,18 @@ def count_balance(lake: Lake, releases_root: Path | None, partition_key: str) ->
     """Rows of one shard in `cutouts` + object-level `quarantine` against the catalog rows the shard covers."""
     from aion_assets.cutouts.releases import env_shard_size, find_release_dir
 
-    release_name, _, shard = partition_key.rpartition("|")
+    key = ShardKey.parse(partition_key)
     cutouts = _partition_rows(lake, "cutouts", partition_key)
     quarantine = _partition_rows(lake, "quarantine", partition_key)
     n_cutouts = 0 if cutouts is None else cutouts.height
     # Release-level rows (shard null) live in their own partition; filter anyway so the count is objects only.
     n_quarantined = 0 if quarantine is None else quarantine.filter(pl.col("shard").is_not_null()).height
     try:
-        folder = find_release_dir(releases_root, release_name)
+        folder = find_release_dir(releases_root, key.release)
         catalog = read_catalog(folder)
     except ReleaseError as error:
         return CountBalance(n_cutouts, n_quarantined, -1, f"catalog unreadable: {error.reason}")
-    start, stop = shard_bounds(int(shard), env_shard_size(), catalog.height)
+    start, stop = shard_bounds(int(key.shard), env_shard_size(), catalog.height)
     expected = max(stop - start, 0)
     verdict = "==" if n_cutouts + n_quarantined == expected else "!="
     return CountBalance(
@@ -475,6 +491,6 @@ def materialized_shards(lake: Lake, release: str | None = None) -> list[str]:
     pattern = f"tables/cutouts/{release}/*.parquet" if release else "tables/cutouts/*/*.parquet"
     keys = []
     for relative in lake.iter_files(pattern):
-        *_, name, leaf = relative.split("/")
-        keys.append(f"{name}|{leaf.removesuffix('.parquet')}")
+        *_, name, leaf = relative.split("/")  # a lake path (tables/cutouts/<release>/<shard>.parquet), not a key
+        keys.append(str(ShardKey(name, leaf.removesuffix(".parquet"))))
     return sorted(keys)

@@ -3,6 +3,10 @@
 Canonical form: ``rgb`` uint8 [160, 160, 3] for every source, plus ``flux`` float32 [C, 160, 160] when the source
 carries calibrated bands (FITS, HDF5). Every way a cutout can be unusable raises :class:`CutoutRejected` with a
 reason a person can act on; the caller quarantines it.
+
+``rgb`` is THE image of a cutout: the image encoder, the galleries, the describer and the re-ranker all read it,
+so a flux cutout is rendered once, here, by :func:`flux_to_rgb`. RGB JPEG/PNG sources keep their own pixels (only
+centre-cropped and resized to 160 px when they are not that size already).
 """
 
 from __future__ import annotations
@@ -23,7 +27,20 @@ FITS_SUFFIXES = {".fits", ".fit", ".fts", ".fits.gz", ".fz"}
 # Above this fraction of non-finite pixels a cutout carries too little signal to keep; below it, the holes
 # (masked pixels, chip gaps) are set to 0 so that downstream models never see NaN.
 MAX_NONFINITE_FRACTION = 0.5
-BAND_WEIGHTS = {"g": 6.0, "r": 3.4, "i": 3.0, "z": 2.2}
+
+# -- the one rendering of a flux cutout (parameters fixed, never taken from the image) -----------------------------
+# Per-band scales multiplied into the flux (nanomaggies) before the stretch, so that a typical galaxy is
+# neutral-to-warm rather than dominated by the red band: the Legacy Survey viewer's values (legacypipe's
+# ``sdss_rgb``: g 6.0, r 3.4, i 3.0, z 2.2). A band not listed keeps its flux (scale 1.0).
+BAND_SCALES: dict[str, float] = {"g": 6.0, "r": 3.4, "i": 3.0, "z": 2.2}
+# astropy's Lupton stretch is f(x) = asinh(Q x / stretch) * 0.1 / asinh(0.1 Q) on the scaled mean intensity x.
+# Q / stretch = 20 and Q = 4.6 make it the viewer's asinh(20 x) / sqrt(20) to within 1%: the sky noise of a
+# Legacy Survey cutout stays dark and a bright core reaches full colour near x = 2.1.
+LUPTON_Q = 4.6
+LUPTON_STRETCH = 0.23
+# Names the rendering in each shard's ingest marker: a shard rendered under other parameters is ingested again.
+FLUX_RENDERING = (f"make_lupton_rgb Q={LUPTON_Q} stretch={LUPTON_STRETCH} scales "
+                  + ",".join(f"{band}={scale}" for band, scale in BAND_SCALES.items()))
 
 # Pillow refuses images above ~89 Mpx by default as a decompression-bomb guard; a cutout is far smaller, so a
 # much lower bound catches hostile files early without touching real data.
@@ -145,42 +162,42 @@ def clean_flux(flux: np.ndarray) -> tuple[np.ndarray, float]:
     return flux, fraction
 
 
-def flux_to_rgb(flux: np.ndarray, bands: Sequence[str] | None = None, q: float = 8.0) -> np.ndarray:
-    """An arcsinh colour composite (Lupton et al. 2004) of three bands, as uint8 [H, W, 3].
+def channel_bands(bands: Sequence[str] | None, count: int) -> tuple[int, int, int]:
+    """Indexes of the bands shown as (red, green, blue).
 
-    g, r, z (or g, r, i) map to blue, green, red when present; otherwise the last three bands (reddest last, the
-    usual survey order). Scaling is from the image itself (99.5th percentile of the summed intensity), so faint
-    and bright cutouts both use the range; hue is preserved because all bands share one stretch.
+    g, r, z (or g, r, i, or u, g, r) map to blue, green, red by name, whatever their order in the file; without
+    such names the last three bands, reddest last (the usual survey order). One band is grey; with two, the
+    redder shows as red and green, the bluer as blue.
     """
-    names = [b.lower() for b in bands] if bands and len(bands) == flux.shape[0] else []
-    chosen: list[int]
+    names = [b.strip().lower() for b in bands] if bands and len(bands) == count else []
     for blue, green, red in (("g", "r", "z"), ("g", "r", "i"), ("u", "g", "r")):
         if {blue, green, red} <= set(names):
-            chosen = [names.index(red), names.index(green), names.index(blue)]
-            break
-    else:
-        count = flux.shape[0]
-        if count >= 3:
-            chosen = [count - 1, count - 2, count - 3]
-        else:  # one or two bands: grey (repeat) rather than an invented colour
-            chosen = [count - 1, count // 2, 0]
-    # Per-band weights of the Legacy Survey viewer (flux in nanomaggies): without them the red band dominates.
-    weights = np.array([BAND_WEIGHTS.get(names[i], 1.0) if names else 1.0 for i in chosen])
-    red_green_blue = np.clip(flux[chosen].astype(np.float64), 0.0, None) * weights[:, None, None]
-    intensity = red_green_blue.mean(axis=0)
-    positive = intensity[intensity > 0]
-    if positive.size == 0:
-        return np.zeros((*flux.shape[1:], 3), dtype=np.uint8)
-    stretch = float(np.percentile(positive, 99.5)) or float(positive.max())
-    scaled = np.arcsinh(q * intensity / stretch) / q
-    factor = np.divide(scaled, intensity, out=np.zeros_like(intensity), where=intensity > 0)
-    rgb = red_green_blue * factor
-    # Normalise so that the stretch level maps near the top and saturated pixels keep their colour.
-    rgb /= np.arcsinh(q) / q
-    peak = rgb.max(axis=0)
-    over = peak > 1.0
-    rgb[:, over] /= peak[over]
-    return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+            return names.index(red), names.index(green), names.index(blue)
+    if count >= 3:
+        return count - 1, count - 2, count - 3
+    return count - 1, count - 1, 0
+
+
+def flux_to_rgb(flux: np.ndarray, bands: Sequence[str] | None = None) -> np.ndarray:
+    """float [C, H, W] flux -> uint8 [H, W, 3]: the arcsinh colour composite of Lupton et al. (2004, PASP 116, 133).
+
+    astropy's ``make_lupton_rgb`` with the fixed :data:`BAND_SCALES`, :data:`LUPTON_Q` and :data:`LUPTON_STRETCH`
+    (black at flux 0, negative sky noise clipped, a saturated pixel keeps its colour). Nothing depends on the
+    image itself, so one object renders the same in every shard and a faint object stays faint.
+    """
+    from astropy.visualization import make_lupton_rgb
+
+    if flux.ndim != 3:
+        raise ValueError(f"expected flux [bands, height, width], got shape {flux.shape}")
+    names = [b.strip().lower() for b in bands] if bands and len(bands) == flux.shape[0] else []
+    scales = [BAND_SCALES.get(name, 1.0) for name in names] or [1.0] * flux.shape[0]
+    red, green, blue = (np.nan_to_num(np.asarray(flux[index], dtype=np.float64)) * scales[index]
+                        for index in channel_bands(names, flux.shape[0]))
+    # Only stretch and Q are passed: astropy 6, 7 and 8 give them the same meaning (black point 0 by default).
+    # astropy computes f(I)/I before masking I == 0 (blank sky, zeroed NaN holes): those pixels are black anyway.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rgb = make_lupton_rgb(red, green, blue, stretch=LUPTON_STRETCH, Q=LUPTON_Q)
+    return np.ascontiguousarray(rgb, dtype=np.uint8)
 
 
 def _from_flux(flux: np.ndarray, bands: list[str], expected: Sequence[str] | None) -> DecodedCutout:

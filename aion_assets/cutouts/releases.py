@@ -15,22 +15,19 @@ import hashlib
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from aion_assets.cutouts.readers import CutoutRejected, hdf5_index, parse_bands
+from aion_assets.platform.layout import RELEASE_NAME_RULE, ShardKey, is_valid_release_name
+from aion_assets.platform.settings import DEFAULT_SHARD_SIZE as DEFAULT_SHARD_SIZE  # re-exported
+from aion_assets.platform.settings import get_settings
 
 MANIFEST = "manifest.json"
 CATALOG_NAMES = ("catalog.csv", "catalog.parquet")
 RESERVED_COLUMNS = ("object_id", "image", "ra", "dec")
-# Shards are decoded in memory before their atomic write: 25k RGB cutouts at 160 px are ~1.9 GB (flux adds
-# ~4x that for 3-band float32), well inside a worker, and a 140M-object survey is still a few thousand partitions.
-DEFAULT_SHARD_SIZE = 25_000
-# The release name becomes part of partition keys, lake paths and SQL values: keep it to a safe alphabet.
-RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class ReleaseError(ValueError):
@@ -86,18 +83,13 @@ class ReleasePlan:
 
 # -- configuration -------------------------------------------------------------------------------------------------
 def env_shard_size() -> int:
-    raw = os.environ.get("AION_SHARD_SIZE", "")
-    try:
-        size = int(raw) if raw.strip() else DEFAULT_SHARD_SIZE
-    except ValueError as error:
-        raise ValueError(f"AION_SHARD_SIZE must be a positive integer, got {raw!r}") from error
-    if size <= 0:
-        raise ValueError(f"AION_SHARD_SIZE must be a positive integer, got {raw!r}")
-    return size
+    """AION_SHARD_SIZE through the settings (default DEFAULT_SHARD_SIZE, which lives there with the setting); a
+    bad value is a SettingsError, a ValueError naming the variable."""
+    return get_settings().shard_size
 
 
 def shard_keys(release: str, n_objects: int, shard_size: int) -> list[str]:
-    return [f"{release}|{i:04d}" for i in range(math.ceil(n_objects / shard_size))]
+    return [str(ShardKey(release, f"{i:04d}")) for i in range(math.ceil(n_objects / shard_size))]
 
 
 def shard_bounds(shard_index: int, shard_size: int, n_objects: int) -> tuple[int, int]:
@@ -126,10 +118,8 @@ def load_manifest(release_dir: Path) -> dict:
     name = manifest.get("release")
     if not isinstance(name, str) or not name.strip():
         raise ReleaseError(release_dir.name, "manifest.json has no 'release' name")
-    if not RELEASE_NAME.match(name):
-        raise ReleaseError(
-            name, "release name may hold only letters, digits, '.', '_' and '-' (it becomes a partition key)"
-        )
+    if not is_valid_release_name(name):
+        raise ReleaseError(name, RELEASE_NAME_RULE)
     return manifest
 
 

@@ -11,6 +11,7 @@ import dagster as dg
 from aion_assets.cutouts.assets import raw_cutouts
 from aion_assets.cutouts.ingest import clear_release_rejection, ingested_fingerprints, record_release_rejection
 from aion_assets.cutouts.releases import ReleasePlan, plan_release_updates
+from aion_assets.platform.layout import ShardKey
 from aion_assets.platform.partitions import release_shards
 from aion_assets.platform.resources import LakeResource, ReleasesResource, WarehouseResource
 from aion_assets.platform.warehouse import Warehouse
@@ -83,7 +84,7 @@ def release_sensor(
     plan = plan_release_updates(root, known, existing_keys=_existing_keys(context.instance))
     store = warehouse.get()
     broken = _report_skipped(plan, context.log, store, state.get("broken", {}))
-    changed = {run.partition_key.rpartition("|")[0] for run in plan.runs}
+    changed = {ShardKey.parse(run.partition_key).release for run in plan.runs}
     # A repaired release: drop its release-level quarantine row (recorded under the folder name while broken).
     repaired = {r.path.name for r in plan.releases if r.path.name in state.get("broken", {})}
     for name in changed | repaired:

@@ -1,4 +1,8 @@
-"""The canonical RGB cutouts of result rows, read from their lake shards."""
+"""The canonical RGB cutouts of result rows, read from their lake shards.
+
+``rgb.npy`` is the one image of a cutout (a flux source's is rendered at ingestion): galleries and the re-ranker
+show exactly what the describer and the image encoder saw.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from aion_assets.platform.lake import Lake
-from aion_assets.platform.layout import shard_dir
+from aion_assets.platform.layout import ShardKey, shard_dir
 from aion_assets.platform.warehouse import Warehouse
 
 
@@ -18,8 +22,11 @@ def result_images(lake: Lake, warehouse: Warehouse, results: pl.DataFrame) -> li
         "SELECT release, object_id, shard, row FROM cutouts WHERE list_contains(?, object_id)",
         [results["object_id"].to_list()])
     located = results.select("release", "object_id").join(located, on=["release", "object_id"], how="left")
+    shards: dict[ShardKey, np.ndarray] = {}  # one memory map per shard, however many of its rows are shown
     images = []
     for row in located.iter_rows(named=True):
-        array = lake.read_array(*shard_dir(row["release"], row["shard"]), "rgb.npy", mmap=True)
-        images.append(np.asarray(array[row["row"]]))
+        key = ShardKey(row["release"], row["shard"])
+        if key not in shards:
+            shards[key] = lake.read_array(*shard_dir(key.release, key.shard), "rgb.npy", mmap=True)
+        images.append(np.asarray(shards[key][row["row"]]))
     return images

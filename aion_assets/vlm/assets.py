@@ -66,7 +66,7 @@ def build_vlm_assets(describer_config: DescriberResource) -> list[dg.AssetsDefin
         images = ShardImages(the_lake)
         requests = [
             DescribeRequest(r["release"], r["object_id"], r["sha256"],
-                            images.loader(r["release"], r["shard"], r["row"], r.get("bands") or "rgb"))
+                            images.loader(r["release"], r["shard"], r["row"]))
             for r in sample.iter_rows(named=True)
         ]
         engine = describer.build(store=WarehouseVlmStore(the_warehouse), log=context.log)

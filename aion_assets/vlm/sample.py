@@ -2,21 +2,21 @@
 
 The sample is a seeded random draw from the ingested ``cutouts`` table with no curation by label: a rare class is
 in it as often as chance puts it there, which is what makes the zero-shot evaluation honest. With the recorded
-describer the sample is the recorded set (itself a seeded random sample of the labelled releases) intersected
-with what was ingested.
+describer the sample is the recorded set (seeded random samples, one per recorded pass) intersected with what
+was ingested.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
 
 from aion_assets.platform.lake import Lake
-from aion_assets.platform.layout import DESCRIPTION_SAMPLE, shard_dir
-from aion_assets.vlm.render import cutout_png
+from aion_assets.platform.layout import DESCRIPTION_SAMPLE, ShardKey, shard_dir
+from aion_assets.vlm.render import png_bytes
 
 SAMPLE_PATH = DESCRIPTION_SAMPLE
 SAMPLE_SCHEMA: dict[str, pl.DataType] = {
@@ -43,28 +43,26 @@ def draw_sample(cutouts: pl.DataFrame, size: int, seed: int, recorded: pl.DataFr
 
 
 class ShardImages:
-    """PNG of a cutout row from ``cutouts/<release>/<shard>/{rgb,flux}.npy``, arrays memory-mapped once per
-    shard. A shard with ``flux.npy`` is rendered from the flux (the arcsinh composite), else ``rgb.npy`` as is."""
+    """PNG of a cutout row from ``cutouts/<release>/<shard>/rgb.npy``, the array memory-mapped once per shard.
+
+    ``rgb.npy`` is the one image of every cutout (a flux source's is rendered at ingestion), so the describer sees
+    exactly what the galleries, the re-ranker and the image encoder see.
+    """
 
     def __init__(self, lake: Lake) -> None:
         self.lake = lake
-        self._arrays: dict[tuple[str, str], tuple[str, np.ndarray]] = {}
+        self._arrays: dict[ShardKey, np.ndarray] = {}
         self._lock = threading.Lock()
 
-    def _array(self, release: str, shard: str) -> tuple[str, np.ndarray]:
-        key = (release, shard)
+    def _rgb(self, key: ShardKey) -> np.ndarray:
         with self._lock:
             if key not in self._arrays:
-                folder = shard_dir(release, shard)
-                kind = "flux" if self.lake.exists(*folder, "flux.npy") else "rgb"
-                self._arrays[key] = (kind, self.lake.read_array(*folder, f"{kind}.npy", mmap=True))
+                self._arrays[key] = self.lake.read_array(*shard_dir(key.release, key.shard), "rgb.npy", mmap=True)
             return self._arrays[key]
 
-    def png(self, release: str, shard: str, row: int, bands: str = "rgb") -> bytes:
-        kind, array = self._array(release, shard)
-        pixels = np.asarray(array[int(row)])
-        return cutout_png(pixels, None if kind == "rgb" else bands)
+    def png(self, release: str, shard: str, row: int) -> bytes:
+        return png_bytes(np.asarray(self._rgb(ShardKey(release, shard))[int(row)]))
 
-    def loader(self, release: str, shard: str, row: int, bands: str = "rgb") -> Any:
+    def loader(self, release: str, shard: str, row: int) -> Callable[[], bytes]:
         """A zero-argument callable for ``DescribeRequest.png``: nothing is read unless a request is sent."""
-        return lambda: self.png(release, shard, row, bands)
+        return lambda: self.png(release, shard, row)
