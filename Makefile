@@ -3,8 +3,10 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# torch is pinned to its CPU build (2.13.0+cpu). Where no local wheel is found (find-links), point pip at the CPU
+# wheels: make install TORCH_INDEX="--extra-index-url https://download.pytorch.org/whl/cpu"
+TORCH_INDEX ?=
 export AION_HOME ?= $(CURDIR)/.aion
-export DAGSTER_HOME ?= $(AION_HOME)/dagster
 # Keep the CPU torch build and stop transformers from looking for torchvision or the hub.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -12,13 +14,14 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: demo test ui install clean
 
-$(STAMP): pyproject.toml
+# constraints.txt is the tested dependency set (pip freeze of a working .venv, Dagster pinned at 1.13.27).
+$(STAMP): pyproject.toml setup.py constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) on PATH"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build first: once torch==2.13.0 is in place nothing else pulls a CUDA build.
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt $(TORCH_INDEX) torch
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -1,19 +1,19 @@
-"""The Dagster code location: every domain's assets, checks, sensors and schedules over the shared stack."""
+"""The Dagster code location: every domain's assets, checks, sensors and schedules over the shared stack.
+
+Loading reads the settings (platform/settings.py) and writes nothing: no environment variable, no file.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from aion_assets.platform.settings import apply_env_defaults
-
-apply_env_defaults()
-
-from aion_assets.cutouts.defs import build_defs as cutouts_defs  # noqa: E402
-from aion_assets.encoders.defs import build_defs as encoders_defs  # noqa: E402
-from aion_assets.platform.resources import platform_resources  # noqa: E402
-from aion_assets.search.defs import build_defs as search_defs  # noqa: E402
-from aion_assets.sql_models.defs import build_defs as sql_defs  # noqa: E402
-from aion_assets.vlm.defs import build_defs as vlm_defs  # noqa: E402
+from aion_assets.cutouts.defs import build_defs as cutouts_defs
+from aion_assets.encoders.defs import build_defs as encoders_defs
+from aion_assets.platform.resources import platform_resources
+from aion_assets.platform.settings import get_settings
+from aion_assets.search.defs import build_defs as search_defs
+from aion_assets.sql_models.defs import build_defs as sql_defs
+from aion_assets.vlm.defs import build_defs as vlm_defs
 
 # Declarative automation is on from the start: a shard the release sensor ingests is embedded as it lands,
 # and the indexes rebuild on their daily cron (the conditions live on the assets themselves).
@@ -24,9 +24,13 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 
 
 def build_definitions() -> dg.Definitions:
-    """Built anew on each call so that a changed setting (a model, a describer) shows in the code versions."""
+    """Built anew on each call so that a changed setting (a model, a describer) shows in the code versions.
+
+    A setting that cannot be used (e.g. AION_PROFILE=cluster without AION_LAKE_ROOT) fails here, at load time,
+    with a SettingsError naming the variable."""
+    settings = get_settings()
     return dg.Definitions.merge(
-        dg.Definitions(resources=platform_resources()),
+        dg.Definitions(resources=platform_resources(settings)),
         cutouts_defs(),
         vlm_defs(),
         encoders_defs(),

@@ -1,22 +1,25 @@
-"""Materialize an asset selection from the command line, the way the UI would: one run per partition.
+"""The CLI's in-process path (`aion demo`, `aion materialize`): an asset selection run the way the UI would run
+it, one run per partition, in this process.
+
+This is the command line's path only. The UI, the schedules and the sensors go through Dagster's run queue (the
+instance's run coordinator and its concurrency pools), and backfills on a cluster use Dagster's own backfills;
+nothing here replaces either.
 
 Dagster runs one partition per run, and a partitioned asset and an unpartitioned one cannot share a run, so a
 selection is cut, in topological order, into stretches of assets with the same partitioning; each stretch runs
-once, or once per partition key. Runs go to the instance under DAGSTER_HOME, so the UI shows them.
+once, or once per partition key. Runs go to the instance in the settings' DAGSTER_HOME, the one `aion ui` opens,
+so the UI shows them.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
 
 from aion_assets.platform.instance import apply_pool_limits, ensure_dagster_home
-from aion_assets.platform.settings import apply_env_defaults
-
-LOG_LEVEL = os.environ.get("AION_LOG_LEVEL", "INFO").upper()
+from aion_assets.platform.settings import get_settings
 
 
 @dataclass
@@ -28,10 +31,11 @@ class RunSummary:
 
 
 def stack_instance() -> dg.DagsterInstance:
-    """The embedded instance under DAGSTER_HOME, created on first use."""
-    paths = apply_env_defaults()
-    ensure_dagster_home(paths.dagster_home)
-    instance = dg.DagsterInstance.get()
+    """The instance in the settings' DAGSTER_HOME (created on first use), whether or not DAGSTER_HOME is set in
+    the environment: the same folder `aion ui` hands to `dagster dev`."""
+    dagster_home = get_settings().dagster_home
+    ensure_dagster_home(dagster_home)
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
     apply_pool_limits(instance)
     return instance
 
@@ -77,7 +81,7 @@ def materialize(
         names = [key.to_user_string() for key in stretch]
         ops = {name: {"config": config} for name, config in (op_config or {}).items() if name in names}
         # Dagster's per-event DEBUG lines drown the progress; assets' own INFO logs stay (AION_LOG_LEVEL).
-        run_config: dict = {"loggers": {"console": {"config": {"log_level": LOG_LEVEL}}}}
+        run_config: dict = {"loggers": {"console": {"config": {"log_level": get_settings().log_level}}}}
         if ops:
             run_config["ops"] = ops
         if partitions_def is None:

@@ -5,7 +5,6 @@ The sample data (../shared/data) is read-only; tests that need altered inputs co
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -14,17 +13,24 @@ import polars as pl
 import pytest
 
 from aion_assets.platform.lake import Lake
-from aion_assets.platform.settings import SHARED_DATA, StackPaths, env_defaults, stack_paths
+from aion_assets.platform.settings import (
+    KNOWN_VARIABLES,
+    SHARED_DATA,
+    AionSettings,
+    get_settings,
+    use_offline_model_hub,
+)
 from aion_assets.platform.warehouse import Warehouse
 
 # The local Anthropic-compatible server's fixtures (fake_anthropic, dummy_api_key) for every test module.
 pytest_plugins = ["aion_assets_tests.fake_anthropic"]
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+use_offline_model_hub()
 
-STACK_VARS = ("DAGSTER_HOME", "AION_LAKE_ROOT", "AION_WAREHOUSE", "MLFLOW_TRACKING_URI", "AION_MLFLOW_ARTIFACTS")
+# A stack's locations come from AION_HOME alone; a user's own settings must not leak into a test's stack.
+STACK_VARS = ("AION_PROFILE", "DAGSTER_HOME", "AION_LAKE_ROOT", "AION_WAREHOUSE", "MLFLOW_TRACKING_URI",
+              "AION_MLFLOW_ARTIFACTS")
+assert set(STACK_VARS) <= set(KNOWN_VARIABLES)
 
 
 @pytest.fixture(scope="session")
@@ -40,25 +46,23 @@ def sample_releases(shared_data: Path) -> Path:
 
 
 @pytest.fixture
-def aion_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sample_releases: Path) -> StackPaths:
-    """A fresh embedded stack under tmp_path; the watched folder is the real sample releases unless a test
-    points AION_RELEASES_DIR elsewhere."""
+def aion_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sample_releases: Path) -> AionSettings:
+    """A fresh embedded stack under tmp_path, as its settings; the watched folder is the real sample releases
+    unless a test points AION_RELEASES_DIR elsewhere (the settings follow the environment, no cache to reset)."""
     for var in STACK_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AION_HOME", str(tmp_path / "aion"))
     monkeypatch.setenv("AION_RELEASES_DIR", str(sample_releases))
-    for key, value in env_defaults().items():
-        monkeypatch.setenv(key, value)
-    return stack_paths()
+    return get_settings()
 
 
 @pytest.fixture
-def lake(aion_home: StackPaths) -> Lake:
+def lake(aion_home: AionSettings) -> Lake:
     return Lake(aion_home.lake_root)
 
 
 @pytest.fixture
-def warehouse(aion_home: StackPaths, lake: Lake) -> Warehouse:
+def warehouse(aion_home: AionSettings, lake: Lake) -> Warehouse:
     return Warehouse(aion_home.warehouse_path, lake)
 
 

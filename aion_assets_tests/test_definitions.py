@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aion_assets.platform.settings import PROJECT_ROOT
+from aion_assets.platform.settings import PROJECT_ROOT, subprocess_env
 
 BIN = Path(sys.executable).parent
 
@@ -41,7 +40,7 @@ def test_dagster_definitions_validate(aion_home) -> None:
     ensure_dagster_home(aion_home.dagster_home)  # as `aion` and `make ui` do before Dagster's own CLI runs
     result = subprocess.run(
         [str(BIN / "dagster"), "definitions", "validate", "-w", str(PROJECT_ROOT / "workspace.yaml")],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, env=os.environ.copy(),
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, env=subprocess_env(),
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -60,7 +59,7 @@ def test_webserver_lists_the_asset_keys(aion_home) -> None:
     server = subprocess.Popen(
         [str(BIN / "dagster-webserver"), "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1",
          "-p", str(port)],
-        cwd=PROJECT_ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=PROJECT_ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -17,8 +17,9 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from aion_assets.platform.layout import ShardKey
 from aion_assets.platform.resources import LakeResource, WarehouseResource, platform_resources
-from aion_assets.platform.settings import PROJECT_ROOT, StackPaths
+from aion_assets.platform.settings import PROJECT_ROOT, AionSettings
 from aion_assets.platform.warehouse import Warehouse
 from aion_assets.sql_models.commands import sql as sql_command
 from aion_assets.sql_models.defs import build_defs
@@ -121,6 +122,23 @@ def test_model_named_like_a_source_table_is_refused(tmp_path: Path) -> None:
         load_models(directory, SOURCE_TABLES)
 
 
+def test_a_missing_or_empty_folder_is_an_error_not_zero_models(tmp_path: Path) -> None:
+    with pytest.raises(SqlModelError, match="does not exist"):
+        load_models(tmp_path / "nowhere", SOURCE_TABLES)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SqlModelError, match="holds no .sql file"):
+        load_models(tmp_path / "empty", SOURCE_TABLES)
+
+
+def test_sql_dir_in_a_checkout_is_the_repository_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An installed wheel ships the models as aion_assets/sql_models/sql (see setup.py); a checkout has none there.
+    from aion_assets.sql_models.models import SOURCE_SQL_DIR, packaged_sql_dir
+
+    monkeypatch.delenv("AION_SQL_DIR", raising=False)
+    assert packaged_sql_dir() is None
+    assert sql_dir() == SOURCE_SQL_DIR == PROJECT_ROOT / "dbt_like_sql"
+
+
 def test_build_defs_reads_the_folder_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     directory = write_models(tmp_path / "models", {
         "a_model": "SELECT release FROM cutouts",
@@ -175,11 +193,11 @@ def write_sample_tables(warehouse: Warehouse) -> dict[str, pl.DataFrame]:
     for table, frame in {"cutouts": cutouts, "labels": labels, "quarantine": quarantine}.items():
         shard = pl.coalesce(pl.col("shard"), pl.lit("0000")) if "shard" in frame.columns else pl.lit("0000")
         for (release, key_shard), part in frame.with_columns(shard.alias("_shard")).group_by(["release", "_shard"]):
-            warehouse.write_lake_partition(table, f"{release}|{key_shard}", part.drop("_shard"))
+            warehouse.write_lake_partition(table, ShardKey(release, key_shard), part.drop("_shard"))
     return {"cutouts": cutouts, "labels": labels, "quarantine": quarantine}
 
 
-def materialize_models(directory: Path, aion_home: StackPaths, raise_on_error: bool = True):
+def materialize_models(directory: Path, aion_home: AionSettings, raise_on_error: bool = True):
     lake = LakeResource(root=aion_home.lake_root)
     defs = build_defs(directory)
     assets = list(defs.assets or [])
@@ -190,7 +208,7 @@ def materialize_models(directory: Path, aion_home: StackPaths, raise_on_error: b
 
 
 def test_release_summary_materializes_from_lake_tables(
-        tmp_path: Path, aion_home: StackPaths, warehouse: Warehouse) -> None:
+        tmp_path: Path, aion_home: AionSettings, warehouse: Warehouse) -> None:
     frames = write_sample_tables(warehouse)
     directory = tmp_path / "models"
     directory.mkdir()
@@ -235,7 +253,7 @@ def test_release_summary_materializes_from_lake_tables(
     assert "FROM cutouts" in metadata["sql"].value
 
 
-def test_missing_upstream_table_fails_clearly(tmp_path: Path, aion_home: StackPaths, warehouse: Warehouse) -> None:
+def test_missing_upstream_table_fails_clearly(tmp_path: Path, aion_home: AionSettings, warehouse: Warehouse) -> None:
     write_sample_tables(warehouse)
     directory = write_models(tmp_path / "models", {
         "leaderboard": "SELECT e.*, c.release FROM eval_results AS e JOIN cutouts AS c USING (object_id)",
@@ -251,7 +269,7 @@ def test_missing_upstream_table_fails_clearly(tmp_path: Path, aion_home: StackPa
 
 # -- aion sql --------------------------------------------------------------------------------------------------
 
-def test_aion_sql_json_and_table(aion_home: StackPaths, warehouse: Warehouse) -> None:
+def test_aion_sql_json_and_table(aion_home: AionSettings, warehouse: Warehouse) -> None:
     stamp = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
     warehouse.append("bench_results", pl.DataFrame({
         "name": ["ingest", "ingest"], "metric": ["cutouts_per_s", "mb_per_s"], "value": [812.5, float("nan")],
@@ -276,7 +294,7 @@ def test_aion_sql_json_and_table(aion_home: StackPaths, warehouse: Warehouse) ->
     "COPY bench_results TO 'out.csv'",
     "SELECT 1; DROP TABLE bench_results",
 ])
-def test_aion_sql_refuses_writes(aion_home: StackPaths, warehouse: Warehouse, statement: str) -> None:
+def test_aion_sql_refuses_writes(aion_home: AionSettings, warehouse: Warehouse, statement: str) -> None:
     warehouse.append("bench_results", pl.DataFrame({"name": ["x"], "value": [1.0]}))
     result = CliRunner().invoke(sql_command, [statement])
     assert result.exit_code != 0
@@ -284,7 +302,7 @@ def test_aion_sql_refuses_writes(aion_home: StackPaths, warehouse: Warehouse, st
     assert warehouse.query("SELECT count(*) AS n FROM bench_results")["n"][0] == 1
 
 
-def test_aion_sql_unknown_table_is_one_clear_line(aion_home: StackPaths, warehouse: Warehouse) -> None:
+def test_aion_sql_unknown_table_is_one_clear_line(aion_home: AionSettings, warehouse: Warehouse) -> None:
     result = CliRunner().invoke(sql_command, ["SELECT * FROM no_such_table"])
     assert result.exit_code == 1
     assert "no_such_table" in result.output and "Traceback" not in result.output
@@ -302,7 +320,7 @@ con.close()
 """
 
 
-def test_aion_sql_waits_for_a_writer_in_another_process(aion_home: StackPaths, warehouse: Warehouse) -> None:
+def test_aion_sql_waits_for_a_writer_in_another_process(aion_home: AionSettings, warehouse: Warehouse) -> None:
     warehouse.append("readings", pl.DataFrame({"value": [1, 2]}))
     hold_s = 1.0
     writer = subprocess.Popen([sys.executable, "-c", HOLD_WRITE_LOCK, str(aion_home.warehouse_path), str(hold_s)],

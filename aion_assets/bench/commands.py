@@ -6,11 +6,11 @@ Benchmarks are not tests: speed and memory targets are read from these rows, nev
 from __future__ import annotations
 
 import json
-import os
 import sys
-from pathlib import Path
 
 import click
+
+from aion_assets.platform.settings import get_settings
 
 
 def _stack():
@@ -43,12 +43,13 @@ def ingest(release: str, as_json: bool) -> None:
     """cutouts/s and MB/s ingesting a whole release (into a scratch lake; the real tables are untouched)."""
     from aion_assets.cutouts.bench import bench_ingest
 
-    root = os.environ.get("AION_RELEASES_DIR")
-    if not root or not (Path(root) / release).is_dir():
-        click.echo(f"release {release!r} not found under AION_RELEASES_DIR={root!r}", err=True)
+    root = get_settings().releases_dir
+    if root is None or not (root / release).is_dir():
+        shown = str(root) if root else ""
+        click.echo(f"release {release!r} not found under AION_RELEASES_DIR={shown!r}", err=True)
         sys.exit(2)
     _, warehouse = _stack()
-    figures = bench_ingest(Path(root) / release, warehouse)  # records its own rows
+    figures = bench_ingest(root / release, warehouse)  # records its own rows
     click.echo(json.dumps(figures, default=str) if as_json else
                "\n".join(f"ingest   {k:<40} {v}" for k, v in figures.items()))
 
@@ -67,7 +68,7 @@ def embed(limit: int, batch_size: int | None, as_json: bool) -> None:
     if not keys:
         click.echo("no ingested cutouts: run `aion materialize group:cutouts` first", err=True)
         sys.exit(2)
-    encoder = load_image_encoder(os.environ["AION_IMAGE_ENCODER"])
+    encoder = load_image_encoder(get_settings().image_encoder)
     shards, taken = [], 0
     for array in iter_lake_cutouts(lake, keys, encoder.input_kind):
         shards.append(array[: limit - taken])

@@ -36,7 +36,10 @@ import httpx
 import polars as pl
 from PIL import Image
 
-DEFAULT_SERVICE_URL = "https://www.legacysurvey.org/viewer/cutout.jpg"
+from aion_assets.platform.layout import RELEASE_NAME_RULE, is_valid_release_name
+from aion_assets.platform.settings import DEFAULT_CUTOUT_SERVICE_URL, get_settings
+
+DEFAULT_SERVICE_URL = DEFAULT_CUTOUT_SERVICE_URL
 SERVICE_URL_ENV = "AION_CUTOUT_SERVICE_URL"
 DEFAULT_PIXSCALE = 0.262  # arcsec/pixel, the Legacy Surveys' native scale
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -45,8 +48,6 @@ LAYER_BANDS = {"ls-dr10": "griz", "ls-dr10-grz": "grz", "ls-dr9": "grz", "sdss":
 CATALOG_RESERVED = ("object_id", "image", "ra", "dec")
 SAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._+-]")
 PART_MARKER = ".part-"
-# Same alphabet the release loader accepts (aion_assets.cutouts.releases): the name becomes a partition key.
-RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 MANIFEST = "manifest.json"
 CATALOG = "catalog.csv"
@@ -125,8 +126,9 @@ class BuildSummary:
         return not self.failed
 
 
-def service_url_from_env() -> str:
-    return os.environ.get(SERVICE_URL_ENV) or DEFAULT_SERVICE_URL
+def configured_service_url() -> str:
+    """AION_CUTOUT_SERVICE_URL (through the settings), else the Legacy Survey viewer's cutout endpoint."""
+    return get_settings().cutout_service_url
 
 
 def object_id_for(ra: float, dec: float) -> str:
@@ -418,9 +420,8 @@ def build_release(
     config = config or ServiceConfig()
     out_dir = Path(out_dir)
     release = release or out_dir.resolve().name
-    if not RELEASE_NAME.match(release):
-        raise CoordinateCatalogError(
-            f"release name {release!r} may hold only letters, digits, '.', '_' and '-' (it becomes a partition key)")
+    if not is_valid_release_name(release):  # the release loader's rule: the name becomes a partition key
+        raise CoordinateCatalogError(f"release name {release!r}: {RELEASE_NAME_RULE}")
     requests, rejected = read_coordinate_catalog(catalog_path)
     images_dir = out_dir / IMAGES
     images_dir.mkdir(parents=True, exist_ok=True)

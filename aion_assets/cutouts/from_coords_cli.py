@@ -8,9 +8,11 @@ from pathlib import Path
 
 import click
 
-# Literals, not imports: `aion` imports every command at start-up and from_coords pulls in httpx, polars and
-# Pillow (a third of a second); the test checks these match from_coords' constants.
-DEFAULT_SERVICE_URL = "https://www.legacysurvey.org/viewer/cutout.jpg"
+from aion_assets.platform.settings import DEFAULT_CUTOUT_SERVICE_URL
+
+# Not imported from from_coords: `aion` imports every command at start-up and from_coords pulls in httpx, polars
+# and Pillow (a third of a second); the test checks these match from_coords' constants.
+DEFAULT_SERVICE_URL = DEFAULT_CUTOUT_SERVICE_URL
 SERVICE_URL_ENV = "AION_CUTOUT_SERVICE_URL"
 DEFAULT_PIXSCALE = 0.262
 
@@ -32,11 +34,11 @@ EXIT_PARTIAL = 3
               help="Tries per cutout before it is listed in failed.csv.")
 @click.option("--backoff", "backoff_s", default=0.5, show_default=True, type=float,
               help="First retry delay in seconds; doubles each retry, with jitter.")
-@click.option("--service-url", envvar=SERVICE_URL_ENV, default=DEFAULT_SERVICE_URL, show_default=True,
-              help=f"Cutout endpoint (env {SERVICE_URL_ENV}).")
+@click.option("--service-url", default=None,
+              help=f"Cutout endpoint [default: {SERVICE_URL_ENV}, else {DEFAULT_SERVICE_URL}].")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of progress and text.")
 def from_coords(catalog: Path, out_dir: Path, layer: str, size: int, pixscale: float, release: str | None,
-                concurrency: int, timeout_s: float, max_attempts: int, backoff_s: float, service_url: str,
+                concurrency: int, timeout_s: float, max_attempts: int, backoff_s: float, service_url: str | None,
                 as_json: bool) -> None:
     """Build a release in OUT_DIR from CATALOG (CSV with ra, dec, optional object_id and label columns).
 
@@ -49,7 +51,10 @@ def from_coords(catalog: Path, out_dir: Path, layer: str, size: int, pixscale: f
         FetchOutcome,
         ServiceConfig,
         build_release,
+        configured_service_url,
     )
+
+    service_url = service_url or configured_service_url()
 
     config = ServiceConfig(url=service_url, layer=layer, pixscale=pixscale, size=size, concurrency=concurrency,
                            timeout_s=timeout_s, max_attempts=max_attempts, backoff_base_s=backoff_s)

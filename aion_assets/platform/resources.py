@@ -1,4 +1,9 @@
-"""Dagster resources for the shared stack. Thin: each hands out a pure object from this package."""
+"""Dagster resources for the shared stack. Thin: each hands out a pure object from this package.
+
+Their values come from the settings (platform/settings.py). A value the user set through its environment variable
+is passed as ``dg.EnvVar(NAME)``, so the UI shows which variable configures the resource; a default is passed as
+the plain value it takes.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from aion_assets.platform.lake import Lake
+from aion_assets.platform.settings import SETTING_BY_FIELD, AionSettings, get_settings
 from aion_assets.platform.tracking import use_experiment
 from aion_assets.platform.warehouse import Warehouse
 
@@ -49,13 +55,26 @@ class ReleasesResource(dg.ConfigurableResource):
         return Path(self.releases_dir) if self.releases_dir else None
 
 
-def platform_resources() -> dict[str, dg.ConfigurableResource]:
-    lake = LakeResource(root=dg.EnvVar("AION_LAKE_ROOT"))
+def from_setting(settings: AionSettings, field: str) -> str | dg.EnvVar:
+    """``dg.EnvVar`` of the field's variable when the user set it, else the field's value as a string ("" for
+    none). Never for a secret: the UI shows every resource field."""
+    if field == "anthropic_api_key":
+        raise ValueError("the API key is never a resource field: the client reads it from the settings")
+    if settings.variable_set(field):
+        return dg.EnvVar(SETTING_BY_FIELD[field].variable)
+    value = getattr(settings, field)
+    return "" if value is None else str(value)
+
+
+def platform_resources(settings: AionSettings | None = None) -> dict[str, dg.ConfigurableResource]:
+    settings = settings or get_settings()
+    lake = LakeResource(root=from_setting(settings, "lake_root"))
     return {
         "lake": lake,
-        "warehouse": WarehouseResource(path=dg.EnvVar("AION_WAREHOUSE"), lake=lake),
+        "warehouse": WarehouseResource(path=from_setting(settings, "warehouse_path"), lake=lake),
         "mlflow": MlflowResource(
-            tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"), artifact_root=dg.EnvVar("AION_MLFLOW_ARTIFACTS")
+            tracking_uri=from_setting(settings, "mlflow_tracking_uri"),
+            artifact_root=from_setting(settings, "mlflow_artifact_root"),
         ),
-        "releases": ReleasesResource(releases_dir=dg.EnvVar("AION_RELEASES_DIR")),
+        "releases": ReleasesResource(releases_dir=from_setting(settings, "releases_dir")),
     }

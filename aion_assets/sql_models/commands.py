@@ -55,7 +55,7 @@ def sql(query: str, as_json: bool, max_rows: int, wait_s: float) -> None:
     import polars as pl
 
     from aion_assets.platform.lake import Lake
-    from aion_assets.platform.settings import apply_env_defaults
+    from aion_assets.platform.settings import get_settings
     from aion_assets.platform.warehouse import Warehouse
     from aion_assets.sql_models.models import SqlModelError, check_read_only_query
 
@@ -63,8 +63,8 @@ def sql(query: str, as_json: bool, max_rows: int, wait_s: float) -> None:
         check_read_only_query(query)
     except SqlModelError as error:
         raise click.UsageError(str(error)) from error
-    paths = apply_env_defaults()
-    warehouse = Warehouse(paths.warehouse_path, Lake(paths.lake_root), lock_timeout_s=wait_s)
+    settings = get_settings()
+    warehouse = Warehouse(settings.warehouse_path, Lake(settings.lake_root), lock_timeout_s=wait_s)
     try:
         frame = warehouse.query(query)
     except duckdb.Error as error:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import graphlib
 import hashlib
 import logging
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import sqlglot
@@ -20,7 +20,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 from sqlglot.optimizer.scope import traverse_scope
 
-from aion_assets.platform.settings import PROJECT_ROOT
+from aion_assets.platform.settings import PROJECT_ROOT, get_settings
 
 DIALECT = "duckdb"
 MODEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -46,10 +46,22 @@ class SqlModel:
         return hashlib.sha256(self.sql.encode()).hexdigest()[:16]
 
 
+# The models live in dbt_like_sql/ at the repository root; the build (setup.py) ships them in the package as
+# aion_assets/sql_models/sql/, so an installed wheel (a container image) has them without the repository.
+PACKAGED_SQL_DIR = "sql"
+SOURCE_SQL_DIR = PROJECT_ROOT / "dbt_like_sql"
+
+
+def packaged_sql_dir() -> Path | None:
+    """The models shipped in the installed package, or None in a source checkout (an editable install)."""
+    packaged = files("aion_assets.sql_models") / PACKAGED_SQL_DIR
+    # An installed package is a folder on disk (wheels are unpacked), so the Traversable is a real path.
+    return Path(str(packaged)) if packaged.is_dir() else None
+
+
 def sql_dir() -> Path:
-    """The models folder: AION_SQL_DIR, else ``dbt_like_sql/`` at the repository root."""
-    configured = os.environ.get("AION_SQL_DIR")
-    return Path(configured).expanduser().resolve() if configured else PROJECT_ROOT / "dbt_like_sql"
+    """The models folder: AION_SQL_DIR, else the models shipped in the package, else ``dbt_like_sql/``."""
+    return get_settings().sql_dir or packaged_sql_dir() or SOURCE_SQL_DIR
 
 
 def _parse_statements(sql: str, where: str) -> list[exp.Expression]:
@@ -126,12 +138,16 @@ def parse_model(path: Path) -> tuple[str, str, list[str]]:
 def load_models(directory: Path, source_tables: Mapping[str, str | None]) -> list[SqlModel]:
     """Every model in ``directory`` in dependency order, with upstream asset keys resolved.
 
-    ``source_tables`` maps a warehouse table to the asset that writes it (None: no producing asset).
+    ``source_tables`` maps a warehouse table to the asset that writes it (None: no producing asset). A missing
+    or empty folder is an error: a misconfigured AION_SQL_DIR must not quietly remove every model.
     """
     if not directory.is_dir():
-        return []
+        raise SqlModelError(f"SQL models folder {directory} does not exist (set AION_SQL_DIR to a folder of .sql files)")
+    paths = sorted(directory.glob("*.sql"))
+    if not paths:
+        raise SqlModelError(f"SQL models folder {directory} holds no .sql file")
     parsed: dict[str, tuple[Path, str, list[str]]] = {}
-    for path in sorted(directory.glob("*.sql")):
+    for path in paths:
         name, sql, tables = parse_model(path)
         key = name.lower()
         if key in source_tables:

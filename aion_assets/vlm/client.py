@@ -1,7 +1,8 @@
 """The Anthropic client as this package uses it: key handling, pricing, structured answers.
 
-The API key is read from ``ANTHROPIC_API_KEY`` only, handed to the SDK client and nowhere else: it is never stored
-on our objects, logged, or written to metadata or tables. Retries on 429 / 5xx / 529 / timeouts are the SDK's
+The API key is ``ANTHROPIC_API_KEY``, held by the settings as a ``SecretStr`` (platform/settings.py), unwrapped
+only here, handed to the SDK client and nowhere else: it is never a resource field, stored on our objects, logged,
+or written to metadata or tables. Retries on 429 / 5xx / 529 / timeouts are the SDK's
 (``max_retries``; exponential backoff with jitter, honouring ``retry-after`` and ``retry-after-ms``); what the SDK
 does not retry — an answer that does not parse — is handled by the callers.
 """
@@ -9,10 +10,11 @@ does not retry — an answer that does not parse — is handled by the callers.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from aion_assets.platform.settings import get_settings
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 
@@ -29,20 +31,22 @@ class Unparseable(ValueError):
 
 
 def has_api_key() -> bool:
-    return bool(os.environ.get(API_KEY_ENV, "").strip())
+    key = get_settings().anthropic_api_key
+    return key is not None and bool(key.get_secret_value().strip())
 
 
 def make_client(base_url: str | None = None, timeout_s: float = 120.0, max_retries: int = 4,
                 what: str = "the live describer") -> Any:
     """An ``anthropic.Anthropic`` client; raises MissingApiKey without a key. ``base_url`` points it at a proxy or
-    the local fake server (empty: the SDK's default, or ANTHROPIC_BASE_URL)."""
-    key = os.environ.get(API_KEY_ENV, "").strip()
-    if not key:
+    the local fake server (empty: ANTHROPIC_BASE_URL from the settings, else the SDK's default)."""
+    settings = get_settings()
+    if not has_api_key():
         raise MissingApiKey(what)
     import anthropic
 
     return anthropic.Anthropic(
-        api_key=key, base_url=base_url or None, timeout=timeout_s, max_retries=max_retries,
+        api_key=settings.anthropic_api_key.get_secret_value().strip(),
+        base_url=base_url or settings.anthropic_base_url or None, timeout=timeout_s, max_retries=max_retries,
     )
 
 

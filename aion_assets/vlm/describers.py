@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -38,7 +37,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from aion_assets.platform.settings import SHARED_DATA
+from aion_assets.platform.settings import DEFAULT_RECORDED_DESCRIPTIONS, get_settings
 from aion_assets.vlm.client import (
     Pricing,
     Unparseable,
@@ -51,7 +50,7 @@ from aion_assets.vlm.client import (
 )
 from aion_assets.vlm.prompts import DESCRIBE_PROMPT_VERSION, describe_prompt
 
-DEFAULT_RECORDED_PATH = SHARED_DATA / "descriptions" / "recorded_descriptions.jsonl"
+DEFAULT_RECORDED_PATH = DEFAULT_RECORDED_DESCRIPTIONS
 RECORDED_PATH_ENV = "AION_RECORDED_DESCRIPTIONS"
 DEFAULT_MODEL = "claude-sonnet-4-6"
 
@@ -150,11 +149,36 @@ class Describer(ABC):
 
 # -- recorded -------------------------------------------------------------------------------------------------
 def recorded_path() -> Path:
-    return Path(os.environ.get(RECORDED_PATH_ENV) or DEFAULT_RECORDED_PATH)
+    """AION_RECORDED_DESCRIPTIONS through the settings, else the shared recorded answers."""
+    return get_settings().recorded_descriptions
+
+
+def _recorded_on(record: dict[str, Any]) -> datetime | None:
+    """The day a recorded answer was made (its pass's ``recorded_on``, ``YYYY-MM-DD``) as midnight UTC, or None
+    when the file predates that field."""
+    day = record.get("recorded_on")
+    if not day:
+        return None
+    try:
+        return datetime.fromisoformat(str(day)).replace(tzinfo=timezone.utc)
+    except ValueError as error:
+        raise ValueError(f"recorded answer {record.get('release')}/{record.get('object_id')}: "
+                         f"recorded_on {day!r} is not a date (YYYY-MM-DD)") from error
+
+
+def _pass_day(record: dict[str, Any]) -> datetime:
+    """Orders the passes: an undated answer counts as older than every dated one."""
+    return record["recorded_on"] or datetime.min.replace(tzinfo=timezone.utc)
 
 
 class RecordedDescriber(Describer):
-    """Replays recorded answers: what a cache of a live VLM would return, offline, at zero cost."""
+    """Replays recorded answers: what a cache of a live VLM would return, offline, at zero cost.
+
+    The file may hold several recorded passes (each a seeded random sample, ``recorded_on`` its date); together
+    they are the recorded sample. An object answered in more than one pass replays its latest answer. A replayed
+    row's ``created_at`` is the day its answer was recorded, as a live describer's cached answer keeps the time it
+    arrived; an answer without ``recorded_on`` gets the replay time.
+    """
 
     name = "vlm-recorded"
 
@@ -165,7 +189,10 @@ class RecordedDescriber(Describer):
             for line in handle:
                 if line.strip():
                     record = json.loads(line)
-                    self._records[(record["release"], record["object_id"])] = record
+                    record["recorded_on"] = _recorded_on(record)
+                    key = (record["release"], record["object_id"])
+                    if key not in self._records or _pass_day(record) >= _pass_day(self._records[key]):
+                        self._records[key] = record
         models = {r["model"] for r in self._records.values()}
         versions = {r["prompt_version"] for r in self._records.values()}
         if len(models) != 1 or len(versions) != 1:
@@ -174,10 +201,13 @@ class RecordedDescriber(Describer):
         self.prompt_version = versions.pop()
 
     def recorded_keys(self) -> pl.DataFrame:
-        """(release, object_id, image_sha256) of every recorded answer: the recorded describer's sample."""
+        """(release, object_id, image_sha256, recorded_on) of every recorded answer: the recorded describer's
+        sample, every pass of it (``recorded_on`` null for answers recorded before passes were dated)."""
         return pl.DataFrame(
-            [(r, o, rec["image_sha256"]) for (r, o), rec in self._records.items()],
-            schema={"release": pl.Utf8, "object_id": pl.Utf8, "image_sha256": pl.Utf8}, orient="row",
+            [(r, o, rec["image_sha256"], rec["recorded_on"]) for (r, o), rec in self._records.items()],
+            schema={"release": pl.Utf8, "object_id": pl.Utf8, "image_sha256": pl.Utf8,
+                    "recorded_on": pl.Datetime("us", "UTC")},
+            orient="row",
         )
 
     def describe(self, requests: Sequence[DescribeRequest]) -> DescribeOutcome:
@@ -195,7 +225,8 @@ class RecordedDescriber(Describer):
                     "object_id": request.object_id, "release": request.release, "describer": self.name,
                     "model": record["model"], "prompt_version": record["prompt_version"],
                     "description": record["description"], "summary": record["summary"],
-                    "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "created_at": now,
+                    "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0,
+                    "created_at": record["recorded_on"] or now,
                 })
         stats = RunStats(requested=len(requests), successes=len(rows), failures=len(failures))
         return DescribeOutcome(_frame(rows, DESCRIPTION_SCHEMA), _frame(failures, FAILURE_SCHEMA), stats)
@@ -270,13 +301,17 @@ class MemoryVlmStore:
 
 
 # -- live: Anthropic ------------------------------------------------------------------------------------------
+# The prices' one source is client.Pricing; the describer resource takes every default from AnthropicConfig.
+_LIST_PRICES = Pricing()
+
+
 @dataclass(frozen=True)
 class AnthropicConfig:
     model: str = DEFAULT_MODEL
     max_tokens: int = 600
-    input_price_per_mtok: float = 3.0
-    output_price_per_mtok: float = 15.0
-    batch_discount: float = 0.5
+    input_price_per_mtok: float = _LIST_PRICES.input_per_mtok
+    output_price_per_mtok: float = _LIST_PRICES.output_per_mtok
+    batch_discount: float = _LIST_PRICES.batch_discount
     # Upper estimate of one request's input tokens (prompt ~300 + a 160 px image ~35 + tool schema ~150), used
     # only to decide whether the next request fits the budget.
     max_input_tokens: int = 1000
@@ -608,8 +643,8 @@ def choose_describer(kind: str = "") -> tuple[str, str]:
 
     if kind:
         chosen, why = kind, "configured"
-    elif os.environ.get(DESCRIBER_ENV, "").strip():
-        chosen, why = os.environ[DESCRIBER_ENV].strip().lower(), f"{DESCRIBER_ENV}"
+    elif get_settings().describer:
+        chosen, why = get_settings().describer, f"{DESCRIBER_ENV}"
     elif has_api_key():
         chosen, why = "anthropic", f"{API_KEY_ENV} is set"
     else:

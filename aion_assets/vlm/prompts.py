@@ -1,4 +1,5 @@
-"""Versioned prompts shipped in the package (``prompts/<name>_<version>.txt``).
+"""Versioned prompts shipped in the package (``prompts/<name>_<version>.txt``, read through importlib.resources so
+an installed wheel finds them as a source checkout does).
 
 The version id goes into every stored row and, with the content hash, into the code version of the assets that
 use it: editing the file without bumping the version still changes the hash, so the UI never hides a new prompt.
@@ -9,9 +10,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
-PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
+PROMPT_DIR: Traversable = files("aion_assets.vlm") / "prompts"
 DESCRIBE_PROMPT_VERSION = "v1"
 RERANK_PROMPT_VERSION = "v1"
 
@@ -38,7 +40,8 @@ def load_prompt(name: str, version: str) -> Prompt:
     """Load ``prompts/<name>_<version>.txt``; a missing version is an error naming the ones that exist."""
     path = PROMPT_DIR / f"{name}_{version}.txt"
     if not path.is_file():
-        known = sorted(p.stem for p in PROMPT_DIR.glob(f"{name}_*.txt"))
+        known = sorted(p.name.removesuffix(".txt") for p in PROMPT_DIR.iterdir()
+                       if p.name.startswith(f"{name}_") and p.name.endswith(".txt"))
         raise FileNotFoundError(f"no prompt {name!r} version {version!r} (have: {', '.join(known) or 'none'})")
     data = path.read_bytes()
     return Prompt(name=name, version=version, text=data.decode("utf-8").strip(), sha256=hashlib.sha256(data).hexdigest())
