@@ -3,12 +3,16 @@ run keeps the previous files, and the partitioned asset checks pass on good data
 
 from __future__ import annotations
 
+import base64
+import io
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
+from PIL import Image
 
 from aion_assets.cutouts.assets import raw_cutouts
 from aion_assets.cutouts.checks import cutouts_checks
@@ -138,3 +142,23 @@ def test_unique_check_fails_on_duplicates(instance: dg.DagsterInstance, lake: La
     assert evaluations["cutouts_account_for_catalog"].passed is False  # the stray shard has no catalog rows
     assert not evaluations["cutouts_object_id_unique"].passed
     assert evaluations["cutouts_object_id_unique"].metadata["duplicate_ids"].value == 2
+
+
+def _markdown_png(markdown: str) -> Image.Image:
+    """The picture inside `![title](data:image/png;base64,...)` metadata."""
+    match = re.fullmatch(r"!\[[^\]]*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", markdown)
+    assert match, markdown[:80]
+    return Image.open(io.BytesIO(base64.b64decode(match.group(1))))
+
+
+def test_materialization_shows_a_contact_sheet_and_the_quarantine_reasons(instance: dg.DagsterInstance) -> None:
+    from aion_assets.cutouts.plots import CAPTION_PX, GAP_PX, SHEET_COLUMNS, THUMB_PX
+
+    metadata = _materialize(instance).asset_materializations_for_node("raw_cutouts")[0].metadata
+    sheet = _markdown_png(metadata["contact_sheet"].value)
+    # 12 accepted cutouts: a row of 8 and a row of 4
+    assert sheet.format == "PNG" and sheet.size == (SHEET_COLUMNS * (THUMB_PX + GAP_PX),
+                                                    2 * (THUMB_PX + GAP_PX + CAPTION_PX))
+    reasons = _markdown_png(metadata["quarantine_by_reason"].value)
+    assert reasons.format == "PNG" and reasons.width > 300
+    assert len(metadata["contact_sheet"].value) < 200_000  # a base64 PNG under 150 KB

@@ -5,6 +5,7 @@ import time
 import dagster as dg
 
 from aion_assets.cutouts.ingest import (
+    ShardResult,
     clear_release_rejection,
     ingest_shard,
     quarantine_summary_markdown,
@@ -12,7 +13,9 @@ from aion_assets.cutouts.ingest import (
     write_shard,
 )
 from aion_assets.cutouts.releases import ReleaseError, env_shard_size, find_release_dir, load_release, shard_keys
-from aion_assets.platform.partitions import release_shards, split_partition_key
+from aion_assets.platform.layout import ShardKey
+from aion_assets.platform.partitions import release_shards
+from aion_assets.platform.plots import png_markdown
 from aion_assets.platform.resources import LakeResource, ReleasesResource, WarehouseResource
 
 
@@ -33,7 +36,8 @@ def raw_cutouts(
     releases: ReleasesResource,
 ) -> dg.MaterializeResult:
     started = time.perf_counter()
-    release_name, shard = split_partition_key(context.partition_key)
+    key = ShardKey.parse(context.partition_key)
+    release_name, shard = key.release, key.shard
     store = warehouse.get()
     shard_size = env_shard_size()
     try:
@@ -78,6 +82,24 @@ def raw_cutouts(
             "release_fingerprint": result.fingerprint,
             "quarantine_reasons": dg.MetadataValue.md(quarantine_summary_markdown(result.quarantine)),
             "lake_path": dg.MetadataValue.path(lake.get().url("cutouts", result.release, result.shard)),
+            **_pictures(context, result),
         },
         data_version=dg.DataVersion(result.data_version),
     )
+
+
+def _pictures(context: dg.AssetExecutionContext, result: ShardResult) -> dict[str, dg.MetadataValue]:
+    """A contact sheet of the shard and its quarantine reasons, for the asset page. The shard is written by now,
+    so a picture that cannot be drawn costs a warning, not the materialization."""
+    from aion_assets.cutouts.plots import contact_sheet_png, count_reasons, quarantine_reasons_png
+
+    try:
+        sheet = contact_sheet_png(result.rgb, result.cutouts["object_id"].to_list())
+        reasons = quarantine_reasons_png(count_reasons(result.quarantine["reason"].to_list()))
+    except Exception as error:  # noqa: BLE001 - any drawing failure is cosmetic here
+        context.log.warning(f"no pictures for {result.partition_key}: {type(error).__name__}: {error}")
+        return {}
+    return {
+        "contact_sheet": dg.MetadataValue.md(png_markdown(sheet, f"cutouts of {result.partition_key}")),
+        "quarantine_by_reason": dg.MetadataValue.md(png_markdown(reasons, "quarantined rows by reason")),
+    }
