@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 
 import click
 
-from aion_assets.platform.settings import PROJECT_ROOT, apply_env_defaults
+from aion_assets.platform.settings import PROJECT_ROOT, SettingsError, get_settings, subprocess_env
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """aion_assets: semantic search over astronomical image archives, as Dagster assets."""
-    apply_env_defaults()
+    try:
+        get_settings()  # a bad setting is one line naming its variable, before any command starts work
+    except SettingsError as error:
+        raise click.UsageError(str(error)) from None
 
 
 def _definitions():
@@ -61,12 +63,13 @@ def demo() -> None:
     from aion_assets.runner import materialize as run_selection
     from aion_assets.runner import stack_instance
 
-    if not os.environ.get("AION_RELEASES_DIR"):
+    releases_dir = get_settings().releases_dir
+    if releases_dir is None:
         click.echo("no release folder: set AION_RELEASES_DIR=/path/to/releases (a folder of release folders)")
         sys.exit(2)
     instance = stack_instance()
     added = register_release_partitions(instance)
-    click.echo(f"releases in {os.environ['AION_RELEASES_DIR']}: {len(added)} new partition(s)")
+    click.echo(f"releases in {releases_dir}: {len(added)} new partition(s)")
     started = time.perf_counter()
     summaries = run_selection(_definitions(), "*", instance)
     failed = [s for s in summaries if not s.success]
@@ -89,10 +92,11 @@ def _print_demo_results() -> None:
             click.echo("\nrelease_summary:")
             click.echo(warehouse.query("SELECT * FROM release_summary ORDER BY release, label_name"))
         if "eval_results" in tables:
-            click.echo("\neval_results (latest, nDCG@10 and recall@100):")
-            click.echo(warehouse.query(
-                "SELECT target, method, metric, round(value, 3) AS value, n_relevant, pool_size FROM eval_results "
-                "WHERE created_at = (SELECT max(created_at) FROM eval_results) ORDER BY target, metric, method"))
+            from aion_assets.search.report import figures_markdown, latest_figures
+
+            click.echo("\nretrieval figures of the served model, both pools (`aion report` prints this table; "
+                       "`aion report --out report.html` draws it):")
+            click.echo(figures_markdown(latest_figures(warehouse.query("SELECT * FROM eval_results"))))
     for query in DEMO_QUERIES:
         try:
             results = service.search(query, k=5)
@@ -102,7 +106,7 @@ def _print_demo_results() -> None:
         click.echo(f"\naion search {query!r} --k 5")
         for row in results.iter_rows(named=True):
             click.echo(f"  {row['rank']}  {row['score']:.3f}  {row['release']:<20} {row['object_id']}")
-    click.echo(f"\nwarehouse: {os.environ['AION_WAREHOUSE']}  (try: aion sql \"SELECT * FROM eval_leaderboard\")")
+    click.echo(f"\nwarehouse: {get_settings().warehouse_path}  (try: aion sql \"SELECT * FROM eval_leaderboard\")")
 
 
 @main.command()
@@ -112,10 +116,13 @@ def ui(port: int) -> None:
     from aion_assets.runner import stack_instance
 
     stack_instance()
-    click.echo(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    # dagster dev finds its instance through DAGSTER_HOME: the child gets the settings' folder, the one
+    # `aion demo` and `aion materialize` write their runs to.
+    env = subprocess_env()
+    click.echo(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={env['DAGSTER_HOME']})")
     raise SystemExit(subprocess.call(
         [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-         "-h", "127.0.0.1", "-p", str(port)]
+         "-h", "127.0.0.1", "-p", str(port)], env=env,
     ))
 
 
@@ -133,6 +140,7 @@ DOMAIN_COMMAND_MODULES: list[str] = [
     "aion_assets.cutouts.commands",
     "aion_assets.sql_models.commands",
     "aion_assets.search.commands",
+    "aion_assets.search.report_command",
     "aion_assets.bench.commands",
 ]
 

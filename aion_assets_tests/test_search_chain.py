@@ -13,7 +13,8 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-TINY_TRAINING = {"seeds": [0], "epochs": 4, "batch_size": 32, "hidden_dim": 128, "output_dim": 64}
+TINY_TRAINING = {"seeds": [0], "epochs": 4, "batch_size": 32, "hidden_dim": 128, "out_dim": 64}
+DUPLICATE_ID = "planted-duplicate-of-a-training-image"
 
 
 def _subset(source: Path, target: Path, object_ids: list[str]) -> None:
@@ -40,21 +41,17 @@ def chain(tmp_path_factory, sample_releases: Path, shared_data: Path):
                     .head(n).to_list())
     releases = root / "releases"
     _subset(sample_releases / "gz1-sdss", releases / "gz1-sdss", sorted(keep))
+    _plant_duplicate(releases / "gz1-sdss", in_sample["object_id"][0])
     rings = pl.read_csv(sample_releases / "gz-decals-rings" / "catalog.csv", infer_schema_length=0)["object_id"]
     _subset(sample_releases / "gz-decals-rings", releases / "gz-decals-rings", rings.head(40).to_list())
 
     mp = pytest.MonkeyPatch()
-    from aion_assets.platform.settings import env_defaults
-
-    for var in ("DAGSTER_HOME", "AION_LAKE_ROOT", "AION_WAREHOUSE", "MLFLOW_TRACKING_URI", "AION_MLFLOW_ARTIFACTS"):
+    for var in ("DAGSTER_HOME", "AION_LAKE_ROOT", "AION_WAREHOUSE", "MLFLOW_TRACKING_URI", "AION_MLFLOW_ARTIFACTS",
+                "ANTHROPIC_API_KEY", "AION_DESCRIBER"):
         mp.delenv(var, raising=False)
     mp.setenv("AION_HOME", str(root / "aion"))
     mp.setenv("AION_RELEASES_DIR", str(releases))
     mp.setenv("AION_SHARD_SIZE", "80")  # several partitions per release, as in a real survey
-    mp.delenv("ANTHROPIC_API_KEY", raising=False)
-    mp.delenv("AION_DESCRIBER", raising=False)
-    for key, value in env_defaults().items():
-        mp.setenv(key, value)
 
     from aion_assets.cutouts.defs import register_release_partitions
     from aion_assets.definitions import build_definitions
@@ -68,35 +65,95 @@ def chain(tmp_path_factory, sample_releases: Path, shared_data: Path):
     mp.undo()
 
 
-def test_every_run_succeeds_and_eval_has_all_methods(chain) -> None:
-    assert chain["summaries"] and all(s.success for s in chain["summaries"])
-    from aion_assets.platform.lake import Lake
-    from aion_assets.platform.settings import stack_paths
-    from aion_assets.platform.warehouse import Warehouse
+def _plant_duplicate(release: Path, object_id: str) -> None:
+    """A byte-identical copy of a described object's image under a new id: the same training image."""
+    catalog = pl.read_csv(release / "catalog.csv", infer_schema_length=0)
+    original = catalog.filter(pl.col("object_id") == object_id)
+    copy_path = f"images/{DUPLICATE_ID}.jpg"
+    shutil.copyfile(release / original["image"][0], release / copy_path)
+    planted = original.with_columns(pl.lit(DUPLICATE_ID).alias("object_id"), pl.lit(copy_path).alias("image"))
+    pl.concat([catalog, planted]).write_csv(release / "catalog.csv")
 
-    paths = stack_paths()
-    warehouse = Warehouse(paths.warehouse_path, Lake(paths.lake_root))
+
+def _warehouse():
+    from aion_assets.platform.warehouse import stack_warehouse
+
+    return stack_warehouse()
+
+
+def test_every_run_succeeds_and_eval_has_all_methods_and_pools(chain) -> None:
+    assert chain["summaries"] and all(s.success for s in chain["summaries"])
+    warehouse = _warehouse()
     figures = warehouse.query("SELECT * FROM eval_results")
     assert set(figures["method"]) == {"text_search", "image_similarity", "random"}
+    assert set(figures["pool"]) == {"release", "survey"}
+    assert set(figures["metric"]) == {"ndcg@10", "recall@100", "ap@100", "lift@10"}
     assert {"mergers", "spiral_arms", "edge_on_disks", "rings"} <= set(figures["target"])
-    assert figures["value"].is_between(0.0, 1.0).all()
-    # Objects whose descriptions trained the heads are never in an evaluation pool.
-    pool_sizes = figures.group_by("target").agg(pl.col("pool_size").first())
-    gz1_pool = pool_sizes.filter(pl.col("target") == "mergers")["pool_size"][0]
-    described = warehouse.query("SELECT count(*) AS n FROM descriptions WHERE release = 'gz1-sdss'")["n"][0]
-    gz1_total = warehouse.query("SELECT count(*) AS n FROM cutouts WHERE release = 'gz1-sdss'")["n"][0]
-    assert gz1_pool == gz1_total - described
+    bounded = figures.filter(pl.col("metric") != "lift@10")
+    assert bounded["value"].is_between(0.0, 1.0).all()
+    # Random ranking's lift is 1 by definition; the survey pool of a target is larger than its release pool.
+    assert figures.filter((pl.col("method") == "random") & (pl.col("metric") == "lift@10"))["value"].eq(1.0).all()
+    sizes = figures.filter(pl.col("target") == "rings").group_by("pool").agg(pl.col("pool_size").first())
+    by_pool = dict(sizes.iter_rows())
+    assert by_pool["survey"] > by_pool["release"]
     leaderboard = warehouse.query("SELECT * FROM eval_leaderboard")
     assert leaderboard.height == figures.height
+
+
+def test_pools_exclude_the_training_set_by_id_and_by_image(chain) -> None:
+    from aion_assets.platform.layout import evaluation_pools_path
+    from aion_assets.search.artifacts import load_training_set, read_latest_pointer
+
+    warehouse = _warehouse()
+    lake = warehouse.lake
+    version = read_latest_pointer(lake).version
+    training = load_training_set(lake, version)
+    pools = lake.read_parquet(*evaluation_pools_path(version))
+    cutouts = warehouse.query("SELECT release, object_id, sha256 FROM cutouts")
+    planted = cutouts.filter(pl.col("object_id") == DUPLICATE_ID)
+    # The planted copy was ingested under its own id and was never described, but its image trained the heads.
+    assert planted.height == 1 and planted["sha256"][0] in set(training["sha256"])
+    assert DUPLICATE_ID not in set(training["object_id"])
+    assert DUPLICATE_ID not in set(pools["object_id"])
+    assert not set(pools["sha256"]) & set(training["sha256"])
+    assert pools.join(training, on=["release", "object_id"], how="semi").is_empty()
+    # Everything else of the release is pooled: the exclusion removes exactly the training images.
+    gz1 = cutouts.filter((pl.col("release") == "gz1-sdss") & ~pl.col("sha256").is_in(training["sha256"].implode()))
+    release_pool = pools.filter((pl.col("target") == "mergers") & (pl.col("pool") == "release"))
+    assert release_pool.height == gz1.height
+    check = chain["instance"].event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey("retrieval_eval"), "pools_exclude_training_set")])
+    evaluation = next(iter(check.values())).event.dagster_event.event_specific_data
+    assert evaluation.passed and evaluation.blocking
+
+
+def test_materializations_carry_their_pictures(chain) -> None:
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    def images(asset: str, partition: str | None = None) -> dict[str, tuple[int, int]]:
+        event = chain["instance"].get_latest_materialization_event(dg.AssetKey(asset))
+        found = {}
+        for name, value in event.asset_materialization.metadata.items():
+            match = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", str(getattr(value, "value", "")))
+            if match:
+                found[name] = Image.open(io.BytesIO(base64.b64decode(match.group(1)))).size
+        return found
+
+    assert "training_curves" in images("alignment_model")
+    assert {"figures", "gallery"} <= set(images("retrieval_eval"))
 
 
 def test_mlflow_run_and_registered_version(chain) -> None:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from aion_assets.platform.settings import stack_paths
+    from aion_assets.platform.settings import get_settings
 
-    client = MlflowClient(tracking_uri=stack_paths().mlflow_tracking_uri)
+    client = MlflowClient(tracking_uri=get_settings().mlflow_tracking_uri)
     versions = client.search_model_versions("name='aion-search-heads'")
     assert len(versions) == 1
     run = client.get_run(versions[0].run_id)
@@ -108,7 +165,7 @@ def test_mlflow_run_and_registered_version(chain) -> None:
     by_step = {m.step: m.value for m in history}
     assert min(by_step[s] for s in by_step if s > 0) < by_step[0]
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "heads")]
-    assert artifacts == ["heads/heads.safetensors"]
+    assert artifacts == ["heads/heads.safetensors", "heads/training_set.parquet"]
     event = chain["instance"].get_latest_materialization_event(dg.AssetKey("alignment_model"))
     metadata = event.asset_materialization.metadata
     assert metadata["mlflow_run_id"].value == run.info.run_id
@@ -147,23 +204,16 @@ def test_search_and_similar_json_contract(chain, tmp_path: Path) -> None:
 
 def test_rerank_without_key_fails_in_one_line_and_writes_nothing(chain, monkeypatch) -> None:
     from aion_assets.cli import main
-    from aion_assets.platform.lake import Lake
-    from aion_assets.platform.settings import stack_paths
-    from aion_assets.platform.warehouse import Warehouse
 
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     result = CliRunner().invoke(main, ["search", "a ring galaxy", "--rerank", "--json"])
     assert result.exit_code == 1
     assert result.output.strip().count("\n") == 0 and "ANTHROPIC_API_KEY" in result.output
-    paths = stack_paths()
-    assert "rerank_results" not in Warehouse(paths.warehouse_path, Lake(paths.lake_root)).tables()
+    assert "rerank_results" not in _warehouse().tables()
 
 
 def test_rerank_reorders_by_vlm_score_and_is_stored(chain, fake_anthropic, dummy_api_key, monkeypatch) -> None:
     from aion_assets.cli import main
-    from aion_assets.platform.lake import Lake
-    from aion_assets.platform.settings import stack_paths
-    from aion_assets.platform.warehouse import Warehouse
 
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_anthropic.base_url)
     result = CliRunner().invoke(main, ["search", "a ring galaxy", "--rerank", "--candidates", "8", "--k", "5",
@@ -173,9 +223,7 @@ def test_rerank_reorders_by_vlm_score_and_is_stored(chain, fake_anthropic, dummy
     assert [r["rank"] for r in shown] == [1, 2, 3, 4, 5]
     assert [r["score"] for r in shown] == sorted((r["score"] for r in shown), reverse=True)
     assert fake_anthropic.count("POST", "/v1/messages") == 8
-    paths = stack_paths()
-    stored = Warehouse(paths.warehouse_path, Lake(paths.lake_root)).query(
-        "SELECT * FROM rerank_results ORDER BY rank_after")
+    stored = _warehouse().query("SELECT * FROM rerank_results ORDER BY rank_after")
     assert stored.height == 8 and sorted(stored["rank_before"]) == list(range(1, 9))
     assert stored["object_id"].head(5).to_list() == [r["object_id"] for r in shown]
     assert dummy_api_key not in stored.write_csv()
@@ -220,22 +268,60 @@ def test_changed_text_encoder_marks_exactly_its_downstream(chain, tmp_path: Path
 def test_retrieval_eval_gains_reranked_method_with_a_key(chain, fake_anthropic, dummy_api_key,
                                                          monkeypatch) -> None:
     from aion_assets.definitions import build_definitions
-    from aion_assets.platform.lake import Lake
-    from aion_assets.platform.settings import stack_paths
-    from aion_assets.platform.warehouse import Warehouse
     from aion_assets.runner import materialize
 
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_anthropic.base_url)
     summaries = materialize(build_definitions(), "key:retrieval_eval+", chain["instance"],
                             op_config={"retrieval_eval": {"rerank_candidates": 6}}, progress=lambda _: None)
     assert all(s.success for s in summaries)
-    paths = stack_paths()
-    warehouse = Warehouse(paths.warehouse_path, Lake(paths.lake_root))
+    warehouse = _warehouse()
     latest = warehouse.query("SELECT * FROM eval_results WHERE created_at = (SELECT max(created_at) FROM eval_results)")
     targets = set(latest["target"])
-    assert set(latest.filter(pl.col("method") == "reranked")["target"]) == targets
+    # The paid re-ranker judges each target's release pool only.
+    reranked = latest.filter(pl.col("method") == "reranked")
+    assert set(reranked["target"]) == targets and set(reranked["pool"]) == {"release"}
     assert fake_anthropic.count("POST", "/v1/messages") == 6 * len(targets)
     assert warehouse.query("SELECT count(*) AS n FROM rerank_results")["n"][0] >= 6 * len(targets)
+
+
+def test_a_second_model_version_serves_beside_the_first_then_prune(chain) -> None:
+    from aion_assets.cli import main
+    from aion_assets.definitions import build_definitions
+    from aion_assets.runner import materialize
+
+    summaries = materialize(build_definitions(), "key:alignment_model+", chain["instance"],
+                            op_config={"alignment_model": {**TINY_TRAINING, "seeds": [1]}}, progress=lambda _: None)
+    assert summaries and all(s.success for s in summaries)
+    runner = CliRunner()
+    listed = runner.invoke(main, ["models", "--json"])
+    assert listed.exit_code == 0, listed.output
+    versions = {row["version"]: row for row in json.loads(listed.stdout)}
+    assert set(versions) == {1, 2}
+    assert [v for v, row in versions.items() if row["latest"]] == [2]
+    assert all(row["has_index"] and row["n_train"] > 0 and row["mlflow_run_id"] for row in versions.values())
+    assert versions[2]["ndcg_at_10_release"] is not None
+
+    def search(*extra: str):
+        return runner.invoke(main, ["search", "a ring galaxy with a prominent ring", "--json", *extra])
+
+    answers = {}
+    for version in (1, 2):
+        result = search("--model-version", str(version))
+        assert result.exit_code == 0, result.output
+        answers[version] = json.loads(result.stdout)
+        assert len(answers[version]) == 10
+    assert json.loads(search().stdout) == answers[2]  # no version: the served one
+    assert [r["score"] for r in answers[1]] != [r["score"] for r in answers[2]]  # two sets of heads
+    unknown = search("--model-version", "9")
+    assert unknown.exit_code == 1 and "not in the lake" in unknown.output
+
+    assert "would remove version(s) 1" in runner.invoke(main, ["prune", "--keep", "1", "--dry-run"]).output
+    assert search("--model-version", "1").exit_code == 0  # a dry run removes nothing
+    pruned = runner.invoke(main, ["prune", "--keep", "1"])
+    assert pruned.exit_code == 0 and "removed version 1" in pruned.output
+    assert search("--model-version", "1").exit_code == 1
+    assert json.loads(search().stdout) == answers[2]
+    assert "nothing to prune" in runner.invoke(main, ["prune", "--keep", "1"]).output
 
 
 def test_changed_describer_marks_descriptions_then_what_reads_them(chain, tmp_path: Path,

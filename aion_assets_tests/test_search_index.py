@@ -17,7 +17,7 @@ from aion_assets.search.index import (
     default_nlist,
     default_pq_bytes,
     gpu_available,
-    recall_at_k,
+    index_recall_at_k,
 )
 
 faiss.omp_set_num_threads(1)
@@ -53,7 +53,7 @@ def test_exact_index_has_perfect_recall_and_cosine_scores(clustered) -> None:
     vectors, ids = clustered
     index = build_index(vectors * 3.0, ids, use_gpu=False)  # below the threshold: exact
     assert index.kind == "flat" and index.ntotal == N and index.dim == D
-    assert recall_at_k(index, vectors, 200, k=100) == 1.0
+    assert index_recall_at_k(index, vectors, 200, k=100) == 1.0
     scores, rows = index.search(vectors[:5] * 0.5, 3)
     assert rows[:, 0].tolist() == [0, 1, 2, 3, 4]  # every vector finds itself first
     assert np.allclose(scores[:, 0], 1.0, atol=1e-5)  # normalised: scores are cosines
@@ -64,7 +64,7 @@ def test_exact_index_has_perfect_recall_and_cosine_scores(clustered) -> None:
 def test_hnsw_recall_against_exact(hnsw, clustered) -> None:
     vectors, _ = clustered
     assert hnsw.kind == "hnsw"
-    recall = recall_at_k(hnsw, vectors, 300, k=10, seed=11)
+    recall = index_recall_at_k(hnsw, vectors, 300, k=10, seed=11)
     assert recall >= 0.9, recall
     assert hnsw.params["ef_search"] >= 32 and hnsw.params["tuned_recall"] >= 0.97
     assert hnsw.build_seconds is not None and hnsw.build_seconds < 60
@@ -73,13 +73,13 @@ def test_hnsw_recall_against_exact(hnsw, clustered) -> None:
 def test_ivfpq_with_refinement_recall_against_exact(ivfpq, clustered) -> None:
     vectors, _ = clustered
     assert ivfpq.kind == "ivfpq" and ivfpq.params["spec"].startswith("OPQ16_64,IVF64,PQ16x6")
-    recall = recall_at_k(ivfpq, vectors, 300, k=10, seed=11)
+    recall = index_recall_at_k(ivfpq, vectors, 300, k=10, seed=11)
     assert recall >= 0.9, recall
     # the exact re-ranking is where recall comes from: PQ scores alone (k_factor 1) rank worse
     tuned = dict(ivfpq.params)
     try:
         ivfpq.set_search_params(k_factor=1)
-        unrefined = recall_at_k(ivfpq, vectors, 300, k=10, seed=11)
+        unrefined = index_recall_at_k(ivfpq, vectors, 300, k=10, seed=11)
     finally:
         ivfpq.set_search_params(**tuned)
     assert unrefined < recall - 0.05, (unrefined, recall)

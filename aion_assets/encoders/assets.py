@@ -26,8 +26,9 @@ CODE_REVISION = "1"
 
 
 def build_embedding_assets() -> list[dg.AssetsDefinition]:
-    # Code versions carry the configured model, read when the definitions load: switching models marks these
-    # assets, and everything downstream, as changed in the UI.
+    # Code versions carry the configured model's artifact id (model and precision), read when the definitions
+    # load: switching models marks these assets, and everything downstream, as changed in the UI. The same id
+    # names the lake folder the embeddings are written to.
     image_version = f"{CODE_REVISION}-{image_encoder_version()}"
     text_version = f"{CODE_REVISION}-{text_encoder_version()}"
 
@@ -55,10 +56,12 @@ def build_embedding_assets() -> list[dg.AssetsDefinition]:
         cutouts = list(iter_lake_cutouts(store, [context.partition_key], encoder.input_kind))
         vectors = next(embed_shards(encoder, cutouts, image_encoder.batch_size))
         seconds = time.perf_counter() - started
-        path = store.write_array(vectors, *image_base_embeddings_path(encoder.name, context.partition_key))
+        path = store.write_array(vectors, *image_base_embeddings_path(image_encoder.artifact_id,
+                                                                      context.partition_key))
         return dg.MaterializeResult(
             metadata={
                 "encoder": encoder.name,
+                "artifact_id": image_encoder.artifact_id,
                 "vectors": len(vectors),
                 "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
                 "seconds": round(seconds, 2),
@@ -81,12 +84,12 @@ def build_embedding_assets() -> list[dg.AssetsDefinition]:
         descriptions = encoder.encode(rows["description"].to_list())
         summaries = encoder.encode(rows["summary"].fill_null("").to_list())
         seconds = time.perf_counter() - started
-        folder = text_embeddings_dir(encoder.name)
+        folder = text_embeddings_dir(text_encoder.artifact_id)
         store.write_array(descriptions, *folder, "description.npy")
         store.write_array(summaries, *folder, "summary.npy")
         store.write_parquet(rows.select("release", "object_id"), *folder, "ids.parquet")
         return dg.MaterializeResult(
-            metadata={"encoder": encoder.name, "texts": 2 * len(rows), "dim": encoder.dim,
+            metadata={"encoder": encoder.name, "artifact_id": text_encoder.artifact_id, "texts": 2 * len(rows), "dim": encoder.dim,
                       "seconds": round(seconds, 2)},
             data_version=dg.DataVersion(array_fingerprint(descriptions, summaries)),
         )

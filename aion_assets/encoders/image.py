@@ -120,7 +120,8 @@ class EfficientNetLite0Encoder:
     """EfficientNet-Lite0 (ImageNet) as a frozen 1280-d feature extractor for uint8 RGB cutouts.
 
     ``image_size``: the side the network sees; inputs of another size are resized (bilinear, antialiased).
-    ``bf16``: bfloat16 autocast; on these CPUs (no AMX/AVX512-BF16) it is slower, so off by default on CPU.
+    ``bf16``: bfloat16 autocast, off unless asked for: the precision is configuration (it names the embeddings'
+    folder), never a consequence of the device; on CPUs without AMX/AVX512-BF16 it is also slower.
     ``num_threads``: sets torch's intra-op threads for the process when given.
     """
 
@@ -133,7 +134,7 @@ class EfficientNetLite0Encoder:
         device: str | None = None,
         *,
         channels_last: bool = True,
-        bf16: bool | None = None,
+        bf16: bool = False,
         fuse_batchnorm: bool = True,
         num_threads: int | None = None,
         weights_path: str | Path | None = None,
@@ -146,8 +147,7 @@ class EfficientNetLite0Encoder:
         self.image_size = int(image_size)
         self.device = torch.device(device or default_device())
         self.channels_last = channels_last
-        # bf16 pays off on GPUs; on CPU only with native bf16 matmul units, which these cores lack.
-        self.bf16 = bool(bf16) if bf16 is not None else self.device.type == "cuda"
+        self.bf16 = bool(bf16)
         path = Path(weights_path) if weights_path is not None else efficientnet_lite0_weights_path()
         if not path.is_file():
             raise FileNotFoundError(
@@ -224,19 +224,33 @@ _ENCODER_CACHE: dict[tuple[Any, ...], EfficientNetLite0Encoder] = {}
 _ENCODER_LOCK = threading.Lock()
 
 
+EFFICIENTNET_SPECS = {"efficientnet-lite0", "efficientnet_lite0", "lite0"}
+AION1_SPECS = {"aion1", "aion-1", "aion-base"}
+
+
+def canonical_image_encoder(spec: str) -> str:
+    """The one name of a configured image model ("efficientnet-lite0" or "aion1"), whatever alias was used."""
+    key = spec.strip().lower()
+    if key in AION1_SPECS:
+        return "aion1"
+    if key in EFFICIENTNET_SPECS:
+        return "efficientnet-lite0"
+    raise ValueError(f"unknown image encoder {spec!r}: use 'efficientnet-lite0' or 'aion1'")
+
+
 def load_image_encoder(spec: str = "efficientnet-lite0", image_size: int = DEFAULT_IMAGE_SIZE,
                        device: str | None = None, **options: Any) -> ImageEncoder:
     """An image encoder by name, loaded once per process and settings.
 
     "efficientnet-lite0" (default) or "aion1" (needs local weights, see ``aion_assets.encoders.aion1``).
     """
-    key_spec = spec.strip().lower()
-    if key_spec in {"aion1", "aion-1", "aion-base"}:
+    key_spec = canonical_image_encoder(spec)
+    if key_spec == "aion1":
         from aion_assets.encoders.aion1 import load_aion1_encoder
 
+        if options.pop("bf16", False):
+            raise ValueError("the AION-1 encoder runs in fp32 only: set AION_IMAGE_PRECISION=fp32")
         return load_aion1_encoder(device=device, **options)
-    if key_spec not in {"efficientnet-lite0", "efficientnet_lite0", "lite0"}:
-        raise ValueError(f"unknown image encoder {spec!r}: use 'efficientnet-lite0' or 'aion1'")
     key = (key_spec, image_size, device, tuple(sorted(options.items())))
     with _ENCODER_LOCK:
         if key not in _ENCODER_CACHE:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 # A release name becomes part of partition keys, lake paths and SQL values: keep it to a safe alphabet.
 RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 RELEASE_NAME_RULE = "a release name may hold only letters, digits, '.', '_' and '-' (it becomes a partition key)"
@@ -65,25 +64,97 @@ def shard_objects_path(partition_key: str) -> tuple[str, ...]:
     return (*shard_dir(*split_partition_key(partition_key)), "objects.parquet")
 
 
-def image_base_embeddings_path(encoder: str, partition_key: str) -> tuple[str, ...]:
-    release, shard = split_partition_key(partition_key)
-    return ("embeddings", "image_base", encoder, release, f"{shard}.npy")
+# -- model-derived artifacts -------------------------------------------------------------------------------------
+# Each has ONE id, computed here from the configuration that made it, and that id is both part of its code or data
+# version and a folder of its lake path. Encoders: the model and its numeric precision as configured (never the
+# device: a GPU step and the CPU steps after it must agree on the folder). Heads, and everything made through
+# them: the registered MLflow model version, so versions live side by side and a served one is never overwritten.
+PRECISIONS = ("fp32", "bf16")
 
 
-def search_embeddings_path(partition_key: str) -> tuple[str, ...]:
-    release, shard = split_partition_key(partition_key)
-    return ("embeddings", "search", release, f"{shard}.npy")
+def encoder_artifact_id(model_name: str, precision: str = "fp32") -> str:
+    """``efficientnet-lite0`` at ``fp32`` -> ``efficientnet-lite0-fp32``: the folder and version of its embeddings."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    name = model_name.strip().lower().replace("/", "_")
+    if not name:
+        raise ValueError("an encoder artifact needs a model name")
+    return f"{name}-{precision}"
 
 
-def text_embeddings_dir(encoder: str) -> tuple[str, ...]:
-    return ("embeddings", "text", encoder)
+def heads_artifact_id(model_version: int) -> str:
+    """Registered model version 3 -> ``v3``: the folder of the heads, their search embeddings and index."""
+    if int(model_version) < 1:
+        raise ValueError(f"model versions start at 1, got {model_version}")
+    return f"v{int(model_version)}"
+
+
+def image_base_embeddings_path(encoder_id: str, partition_key: "str | ShardKey") -> tuple[str, ...]:
+    key = ShardKey.parse(partition_key)
+    return ("embeddings", "image_base", encoder_id, key.release, f"{key.shard}.npy")
+
+
+def text_embeddings_dir(encoder_id: str) -> tuple[str, ...]:
+    return ("embeddings", "text", encoder_id)
+
+
+MODELS_DIR = ("models", "alignment")
+# The served version: a small JSON pointer, written atomically only after the heads, every search embedding and
+# the index it names exist. Readers that are not told a version use it.
+LATEST_POINTER = (*MODELS_DIR, "latest.json")
+
+
+def heads_dir(model_version: int) -> tuple[str, ...]:
+    return (*MODELS_DIR, heads_artifact_id(model_version))
+
+
+def heads_checkpoint_path(model_version: int) -> tuple[str, ...]:
+    return (*heads_dir(model_version), "heads.safetensors")
+
+
+def training_set_path(model_version: int) -> tuple[str, ...]:
+    """(release, object_id, sha256, split) of every described object that trained or selected the heads."""
+    return (*heads_dir(model_version), "training_set.parquet")
+
+
+def search_embeddings_path(model_version: int, partition_key: "str | ShardKey") -> tuple[str, ...]:
+    key = ShardKey.parse(partition_key)
+    return ("embeddings", "search", heads_artifact_id(model_version), key.release, f"{key.shard}.npy")
+
+
+def search_embeddings_dir(model_version: int) -> tuple[str, ...]:
+    return ("embeddings", "search", heads_artifact_id(model_version))
+
+
+def search_index_dir(model_version: int) -> tuple[str, ...]:
+    return ("indexes", "search", heads_artifact_id(model_version))
+
+
+def image_similarity_index_dir(encoder_id: str) -> tuple[str, ...]:
+    return ("indexes", "image_similarity", encoder_id)
+
+
+def evaluation_pools_path(model_version: int) -> tuple[str, ...]:
+    """Every (target, pool, release, object_id, sha256) an evaluation of this version ranked."""
+    return ("evaluation", heads_artifact_id(model_version), "pools.parquet")
+
+
+def training_curves_path(model_version: int) -> tuple[str, ...]:
+    return (*heads_dir(model_version), "training_curves.png")
+
+
+def evaluation_gallery_path(model_version: int) -> tuple[str, ...]:
+    return ("evaluation", heads_artifact_id(model_version), "gallery.png")
+
+
+def model_version_dirs(model_version: int) -> list[tuple[str, ...]]:
+    """Every lake folder that belongs to one heads version (what pruning removes)."""
+    return [heads_dir(model_version), search_embeddings_dir(model_version), search_index_dir(model_version),
+            ("evaluation", heads_artifact_id(model_version))]
 
 
 DESCRIPTION_SAMPLE = ("samples", "description_sample.parquet")
 CURRENT_DESCRIPTIONS = ("descriptions", "current.parquet")
-ALIGNMENT_CHECKPOINT = ("models", "alignment", "heads.safetensors")
-SEARCH_INDEX_DIR = ("indexes", "search")
-IMAGE_SIMILARITY_INDEX_DIR = ("indexes", "image_similarity")
 
 
 def array_fingerprint(*arrays: np.ndarray) -> str:

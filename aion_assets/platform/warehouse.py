@@ -22,16 +22,17 @@ import duckdb
 import polars as pl
 
 from aion_assets.platform.lake import Lake
+from aion_assets.platform.layout import ShardKey
 
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked", "lock on file")
 
 
-def partition_path(table: str, partition_key: str | None) -> tuple[str, ...]:
+def partition_path(table: str, partition_key: str | ShardKey | None) -> tuple[str, ...]:
     """Lake path of one partition of a lake table: ``gz1-sdss|0003`` -> tables/<t>/gz1-sdss/0003.parquet."""
     if partition_key is None:
         return ("tables", table, "all.parquet")
-    *dirs, leaf = partition_key.split("|")
-    return ("tables", table, *dirs, f"{leaf}.parquet")
+    key = ShardKey.parse(partition_key)
+    return ("tables", table, key.release, f"{key.shard}.parquet")
 
 
 def fetch_polars(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
@@ -58,12 +59,23 @@ def machine_label() -> str:
     return f"{platform.node()}|{os.cpu_count()} cores|{accelerator}"
 
 
+def _add_new_columns(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Columns the incoming rows have and the table lacks are added (NULL for the older rows): a table users
+    already have keeps its history when a later version writes more (e.g. ``pool`` in ``eval_results``)."""
+    existing = {row[0] for row in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ?",
+        [table]).fetchall()}
+    for name, dtype in con.execute("SELECT column_name, column_type FROM (DESCRIBE incoming)").fetchall():
+        if name not in existing:
+            con.execute(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {dtype}')
+
+
 def stack_warehouse() -> Warehouse:
     """The configured stack's warehouse (its lake at ``.lake``), from the same settings the resources read."""
-    from aion_assets.platform.settings import stack_paths
+    from aion_assets.platform.settings import get_settings
 
-    paths = stack_paths()
-    return Warehouse(paths.warehouse_path, Lake(paths.lake_root))
+    settings = get_settings()
+    return Warehouse(settings.warehouse_path, Lake(settings.lake_root))
 
 
 class Warehouse:
@@ -121,6 +133,7 @@ class Warehouse:
             con.execute("BEGIN")
             try:
                 con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" AS SELECT * FROM incoming LIMIT 0')
+                _add_new_columns(con, table)
                 con.execute(f'DELETE FROM "{table}"' + (f" WHERE {where}" if where else ""), params or [])
                 con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM incoming')
                 con.execute("COMMIT")

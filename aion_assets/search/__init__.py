@@ -7,7 +7,7 @@ no dagster import, so they test fast and the Dagster assets stay thin:
 - ``losses``:   ``clip_loss`` (symmetric InfoNCE)
 - ``training``: ``TrainConfig``, ``train_alignment`` -> ``TrainResult``, ``embed_images``, ``embed_texts``,
   ``seed_summary``
-- ``index``:    ``build_index`` -> ``VectorIndex`` (search / save / load), ``recall_at_k``
+- ``index``:    ``build_index`` -> ``VectorIndex`` (search / save / load), ``index_recall_at_k``
 - ``metrics``:  ``ndcg_at_k``, ``recall_at_k``, ``evaluate_ranking``, ``image_similarity_baseline``,
   ``random_baseline``, ``random_expectation``
 - ``bench``:    ``bench_search``

@@ -1,16 +1,42 @@
-"""Loading and saving the search chain's artifacts (heads, FAISS indexes) through the lake, local or remote."""
+"""The search chain's versioned artifacts in the lake: heads (with their training set), FAISS indexes and the
+pointer that names the served version.
+
+Versions live side by side (``models/alignment/v3/``, ``embeddings/search/v3/``, ``indexes/search/v3/``): training
+a new model never overwrites or breaks the one being served. ``models/alignment/latest.json`` names the served
+version; it is written atomically, and only after everything it names exists.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
+import polars as pl
+
 from aion_assets.platform.lake import Lake
-from aion_assets.platform.layout import ALIGNMENT_CHECKPOINT
+from aion_assets.platform.layout import (
+    LATEST_POINTER,
+    MODELS_DIR,
+    heads_checkpoint_path,
+    model_version_dirs,
+    search_index_dir,
+    training_set_path,
+)
 from aion_assets.search.heads import AlignmentHeads, load_heads, read_heads_metadata, save_heads
 from aion_assets.search.index import VectorIndex
+
+TRAINING_SET_SCHEMA = {"release": pl.String, "object_id": pl.String, "sha256": pl.String, "split": pl.String}
+_VERSION_FOLDER = re.compile(r"^v(\d+)$")
+
+
+class ModelVersionMissing(FileNotFoundError):
+    """A heads version (or the served pointer) that the lake does not hold; the message says what to run."""
 
 
 @contextlib.contextmanager
@@ -18,7 +44,7 @@ def _local_copy(lake: Lake, parts: tuple[str, ...], missing: str, folder: bool =
     """A local path for a lake file (or folder): itself on a local lake, else a temporary copy, since
     safetensors and faiss read from paths, not streams."""
     if not lake.exists(*parts):
-        raise FileNotFoundError(missing)
+        raise ModelVersionMissing(missing)
     if lake.is_local:
         yield Path(lake.path(*parts))
         return
@@ -33,27 +59,107 @@ def _local_copy(lake: Lake, parts: tuple[str, ...], missing: str, folder: bool =
             yield local
 
 
-NO_HEADS = "no trained heads in the lake: materialize alignment_model first"
+def _no_heads(model_version: int) -> str:
+    return f"no trained heads for model version {model_version} in the lake: see `aion models`"
 
 
-def save_heads_to_lake(lake: Lake, heads: AlignmentHeads, metadata: dict[str, str]) -> tuple[str, Path]:
-    """Write the checkpoint into the lake; also return a local copy (for MLflow to log as an artifact)."""
-    local = Path(tempfile.mkdtemp(prefix="aion-heads-")) / "heads.safetensors"
-    save_heads(heads, local, extra_metadata=metadata)
-    return lake.write_bytes(local.read_bytes(), *ALIGNMENT_CHECKPOINT), local
+# -- heads and their training set -----------------------------------------------------------------------------
+def save_heads_to_lake(lake: Lake, model_version: int, heads: AlignmentHeads, metadata: dict[str, str],
+                       training_set: pl.DataFrame) -> str:
+    """Write one version's checkpoint and training set into its own folder; returns the checkpoint's path.
+
+    The training set is written first: a checkpoint in the lake always has the objects it must never be
+    evaluated on beside it."""
+    lake.write_parquet(training_set.select(list(TRAINING_SET_SCHEMA)).cast(TRAINING_SET_SCHEMA),
+                       *training_set_path(model_version))
+    with tempfile.TemporaryDirectory() as scratch:
+        local = Path(scratch) / "heads.safetensors"
+        save_heads(heads, local, extra_metadata=metadata)
+        return lake.write_bytes(local.read_bytes(), *heads_checkpoint_path(model_version))
 
 
-def load_heads_from_lake(lake: Lake, device: str = "cpu") -> AlignmentHeads:
-    with _local_copy(lake, ALIGNMENT_CHECKPOINT, NO_HEADS) as path:
+def load_heads_from_lake(lake: Lake, model_version: int, device: str = "cpu") -> AlignmentHeads:
+    with _local_copy(lake, heads_checkpoint_path(model_version), _no_heads(model_version)) as path:
         return load_heads(path, device=device)
 
 
-def heads_metadata_from_lake(lake: Lake) -> dict[str, str]:
+def heads_metadata_from_lake(lake: Lake, model_version: int) -> dict[str, str]:
     """The checkpoint's header metadata (its MLflow run id, encoders, input data versions)."""
-    with _local_copy(lake, ALIGNMENT_CHECKPOINT, NO_HEADS) as path:
+    with _local_copy(lake, heads_checkpoint_path(model_version), _no_heads(model_version)) as path:
         return read_heads_metadata(path)
 
 
+def load_training_set(lake: Lake, model_version: int) -> pl.DataFrame:
+    parts = training_set_path(model_version)
+    if not lake.exists(*parts):
+        raise ModelVersionMissing(f"model version {model_version} has no training set in the lake: retrain it "
+                                  "(its evaluation cannot exclude what it was trained on)")
+    return lake.read_parquet(*parts)
+
+
+# -- versions and the served pointer --------------------------------------------------------------------------
+def trained_versions(lake: Lake) -> list[int]:
+    """Every heads version with a checkpoint in the lake, ascending."""
+    versions = []
+    for relative in lake.iter_files("/".join(MODELS_DIR) + "/*/heads.safetensors"):
+        match = _VERSION_FOLDER.match(Path(relative).parent.name)
+        if match:
+            versions.append(int(match.group(1)))
+    return sorted(versions)
+
+
+def newest_trained_version(lake: Lake) -> int:
+    versions = trained_versions(lake)
+    if not versions:
+        raise ModelVersionMissing("no trained heads in the lake: materialize alignment_model first")
+    return versions[-1]
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    version: int
+    mlflow_run_id: str
+    written_at: str
+
+
+def write_latest_pointer(lake: Lake, model_version: int, mlflow_run_id: str) -> ServedVersion:
+    """Name ``model_version`` as the served one; refuses unless its heads and index are in the lake."""
+    for parts in (heads_checkpoint_path(model_version), search_index_dir(model_version)):
+        if not lake.exists(*parts):
+            raise ModelVersionMissing(f"cannot serve model version {model_version}: {'/'.join(parts)} is missing")
+    served = ServedVersion(model_version, mlflow_run_id, datetime.now(timezone.utc).isoformat())
+    lake.write_bytes(json.dumps(served.__dict__).encode(), *LATEST_POINTER)
+    return served
+
+
+def read_latest_pointer(lake: Lake) -> ServedVersion:
+    if not lake.exists(*LATEST_POINTER):
+        raise ModelVersionMissing("no served model version yet: materialize alignment_model and search_index "
+                                  "(or run `aion demo`)")
+    return ServedVersion(**json.loads(lake.read_bytes(*LATEST_POINTER)))
+
+
+def resolve_version(lake: Lake, model_version: int | None) -> int:
+    """The version a reader asked for, or the served one; a version the lake does not hold is an error."""
+    if model_version is None:
+        return read_latest_pointer(lake).version
+    if model_version not in trained_versions(lake):
+        held = ", ".join(map(str, trained_versions(lake))) or "none"
+        raise ModelVersionMissing(f"model version {model_version} is not in the lake (held: {held})")
+    return int(model_version)
+
+
+def delete_version(lake: Lake, model_version: int) -> list[str]:
+    """Remove one version's lake folders; returns those that existed."""
+    removed = []
+    for parts in model_version_dirs(model_version):
+        if lake.exists(*parts):
+            lake.delete(*parts)
+            removed.append("/".join(parts))
+    return removed
+
+
+# -- indexes --------------------------------------------------------------------------------------------------
 def save_index_to_lake(lake: Lake, index: VectorIndex, parts: tuple[str, ...]) -> int:
     """Save an index folder into the lake file by file; returns its size in bytes."""
     with tempfile.TemporaryDirectory() as folder:

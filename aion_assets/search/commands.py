@@ -19,6 +19,8 @@ def result_options(release_help: str):
             click.option("--k", default=10, show_default=True, type=click.IntRange(1, 10_000)),
             click.option("--json", "as_json", is_flag=True),
             click.option("--gallery", type=click.Path(dir_okay=False), help="Write a PNG grid of the results."),
+            click.option("--model-version", "model_version", type=click.IntRange(1), default=None,
+                         help="Heads version to search with (see `aion models`); default: the latest."),
         )):
             command = option(command)
         return command
@@ -26,10 +28,10 @@ def result_options(release_help: str):
     return decorate
 
 
-def _service():
+def _service(model_version: int | None = None):
     from aion_assets.search.service import SearchService
 
-    return SearchService.from_environment()
+    return SearchService.from_environment(model_version)
 
 
 def _emit(results, as_json: bool, gallery: str | None, title: str, service) -> None:
@@ -61,8 +63,8 @@ def _fail(error: Exception) -> None:
               help="How many top search results the VLM judges.")
 @click.option("--samples", default=1, show_default=True, type=click.IntRange(1, 10),
               help="VLM answers averaged per candidate.")
-def search(text: str, release: str | None, k: int, as_json: bool, gallery: str | None, rerank: bool,
-           candidates: int, samples: int) -> None:
+def search(text: str, release: str | None, k: int, as_json: bool, gallery: str | None, model_version: int | None,
+           rerank: bool, candidates: int, samples: int) -> None:
     from aion_assets.search.service import timed
 
     if rerank:
@@ -71,7 +73,7 @@ def search(text: str, release: str | None, k: int, as_json: bool, gallery: str |
         if not has_api_key():  # before any work: nothing is searched, sent or written
             click.echo("error: --rerank needs ANTHROPIC_API_KEY (the VLM judges each candidate)", err=True)
             sys.exit(1)
-    service = _service()
+    service = _service(model_version)
     try:
         results, seconds = timed(service.search, text, k=max(k, candidates) if rerank else k, release=release)
     except (FileNotFoundError, LookupError, ValueError) as error:
@@ -85,11 +87,13 @@ def search(text: str, release: str | None, k: int, as_json: bool, gallery: str |
 @click.command(help=f"The image-similarity baseline: cutouts nearest to OBJECT_ID's image. {RESULT_HELP}")
 @click.argument("object_id")
 @result_options(release_help="The object's release (needed when its id is in several).")
-def similar(object_id: str, release: str | None, k: int, as_json: bool, gallery: str | None) -> None:
+def similar(object_id: str, release: str | None, k: int, as_json: bool, gallery: str | None,
+            model_version: int | None) -> None:
     from aion_assets.search.service import timed
 
-    service = _service()
+    service = _service(model_version)
     try:
+        _ = service.model_version  # a version the lake does not hold is an error here too
         results, seconds = timed(service.similar, object_id, k=k, release=release)
     except (FileNotFoundError, LookupError, ValueError) as error:
         _fail(error)
@@ -110,4 +114,59 @@ def _reranked(service, text: str, results, samples: int):
     ).sort("rank")
 
 
-commands = [search, similar]
+def _stack():
+    from aion_assets.platform.settings import get_settings
+    from aion_assets.platform.warehouse import stack_warehouse
+
+    warehouse = stack_warehouse()
+    return warehouse.lake, warehouse, get_settings().mlflow_tracking_uri
+
+
+@click.command(help="The heads versions: MLflow run, training-set size, headline figures, whether their index "
+               "exists, which one is served (latest) and which is marked production.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of version objects.")
+def models(as_json: bool) -> None:
+    from aion_assets.search.versions import list_versions
+
+    infos = list_versions(*_stack())
+    if as_json:
+        click.echo(json.dumps([info.as_dict() for info in infos]))
+        return
+    if not infos:
+        click.echo("no model versions yet: materialize alignment_model (or run `aion demo`)")
+        return
+    click.echo(f"{'version':>7}  {'latest':<6} {'prod':<5} {'index':<5} {'n_train':>7} {'val_mrr':>7} "
+               f"{'ndcg@10 release':>15} {'ndcg@10 survey':>14}  mlflow run")
+
+    def number(value, digits: int = 3) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    for info in infos:
+        click.echo(f"{info.version:>7}  {'yes' if info.latest else '':<6} {'yes' if info.production else '':<5} "
+                   f"{'yes' if info.has_index else 'no':<5} {info.n_train if info.n_train is not None else '-':>7} "
+                   f"{number(info.val_mrr_mean):>7} {number(info.ndcg_at_10_release):>15} "
+                   f"{number(info.ndcg_at_10_survey):>14}  {info.mlflow_run_id or '-'}")
+
+
+@click.command(help="Remove old heads versions' lake files (heads, search embeddings, index, evaluation pools), "
+               "keeping the KEEP newest; never the served version nor one marked production in MLflow. MLflow's "
+               "runs and registered versions are left as they are.")
+@click.option("--keep", type=click.IntRange(1), required=True, help="How many of the newest versions to keep.")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+def prune(keep: int, dry_run: bool) -> None:
+    from aion_assets.search.versions import list_versions, versions_to_prune
+    from aion_assets.search.versions import prune as prune_versions
+
+    lake, warehouse, tracking_uri = _stack()
+    doomed = versions_to_prune(list_versions(lake, warehouse, tracking_uri), keep)
+    if not doomed:
+        click.echo(f"nothing to prune: at most {keep} version(s) beyond the served and production ones")
+        return
+    if dry_run:
+        click.echo(f"would remove version(s) {', '.join(map(str, doomed))}")
+        return
+    for version, removed in prune_versions(lake, doomed).items():
+        click.echo(f"removed version {version}: {', '.join(removed) or 'nothing left in the lake'}")
+
+
+commands = [search, similar, models, prune]

@@ -1,8 +1,9 @@
 import dagster as dg
 
-from aion_assets.search.assets import build_search_assets
+from aion_assets.search.assets import build_index_assets, build_training_assets
+from aion_assets.search.evaluation_assets import build_evaluation_assets
 
 
 def build_defs() -> dg.Definitions:
-    assets, checks = build_search_assets()
-    return dg.Definitions(assets=assets, asset_checks=checks)
+    evaluation, checks = build_evaluation_assets()
+    return dg.Definitions(assets=[*build_training_assets(), *build_index_assets(), *evaluation], asset_checks=checks)

@@ -28,6 +28,9 @@ import faiss
 import numpy as np
 import polars as pl
 
+from aion_assets.search.metrics import recall_at_k
+from aion_assets.search.vectors import as_float32_matrix, l2_normalise
+
 log = logging.getLogger(__name__)
 
 IndexKind = Literal["auto", "flat", "hnsw", "ivfpq"]
@@ -35,23 +38,6 @@ INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.parquet"
 META_FILE = "index.json"
 FORMAT_VERSION = 1
-
-
-def as_float32_matrix(vectors: np.ndarray, name: str = "vectors") -> np.ndarray:
-    array = np.ascontiguousarray(vectors, dtype=np.float32)
-    if array.ndim == 1:
-        array = array[None, :]
-    if array.ndim != 2:
-        raise ValueError(f"{name} must be [N, d], got shape {array.shape}")
-    return array
-
-
-def l2_normalise(vectors: np.ndarray) -> np.ndarray:
-    """Unit-norm rows (zero rows stay zero), float32, a copy."""
-    array = as_float32_matrix(vectors).copy()
-    norms = np.linalg.norm(array, axis=1, keepdims=True)
-    array /= np.maximum(norms, 1e-12)
-    return array
 
 
 def gpu_available() -> bool:
@@ -218,8 +204,11 @@ def _exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.nd
 
 
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean recall@k of approximate results against the exact neighbours, each exact neighbour being one
+    relevant object of its query."""
     k = truth.shape[1]
-    return float(np.mean([len(set(f[f >= 0]) & set(t)) / k for f, t in zip(found, truth, strict=True)]))
+    return float(np.mean([recall_at_k(np.isin(f[f >= 0], t), n_relevant=k, k=k)
+                          for f, t in zip(found, truth, strict=True)]))
 
 
 def _tune(index: faiss.Index, kind: str, params: dict[str, Any], vectors: np.ndarray, target_recall: float,
@@ -329,7 +318,7 @@ def _build_ivfpq(matrix: np.ndarray, nlist: int | None, pq_bytes: int | None, pq
     return index, {"spec": spec, "nlist": nlist, "pq_m": m, "pq_nbits": pq_nbits, "opq": opq}
 
 
-def recall_at_k(index: VectorIndex, vectors: np.ndarray, sample_queries: int | np.ndarray = 1000, k: int = 100,
+def index_recall_at_k(index: VectorIndex, vectors: np.ndarray, sample_queries: int | np.ndarray = 1000, k: int = 100,
                 seed: int = 0) -> float:
     """Mean overlap of ``index``'s top-k with the exact top-k, for a sample of the indexed vectors as queries.
 
@@ -346,5 +335,3 @@ def recall_at_k(index: VectorIndex, vectors: np.ndarray, sample_queries: int | n
     queries = matrix[rows]
     return _recall(index.search(queries, k)[1], _exact_neighbours(matrix, queries, k))
 
-
-index_recall_at_k = recall_at_k

@@ -1,26 +1,40 @@
-"""Settings of the search chain that users tune from the launchpad or the environment."""
+"""Settings of the search chain that users tune from the launchpad; defaults come from the pure configs."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import dagster as dg
+
+from aion_assets.search.training import TrainConfig
+
+_TRAIN = TrainConfig()
 
 
 class AlignmentTrainingConfig(dg.Config):
     """Contrastive training of the projection heads. Several seeds: at ~1k descriptions results vary a lot
-    between seeds, so the run reports their mean and spread and keeps the best by validation retrieval."""
+    between seeds, so the run reports their mean and spread and keeps the best by validation retrieval.
+
+    The per-seed fields are :class:`~aion_assets.search.training.TrainConfig`'s, with its defaults."""
 
     seeds: list[int] = [0, 1, 2]
-    epochs: int = 60
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.1
-    hidden_dim: int = 512
-    output_dim: int = 256
-    n_blocks: int = 2
-    dropout: float = 0.1
     val_fraction: float = 0.15
     split_seed: int = 1234
+    epochs: int = _TRAIN.epochs
+    batch_size: int = _TRAIN.batch_size
+    lr: float = _TRAIN.lr
+    weight_decay: float = _TRAIN.weight_decay
+    warmup_fraction: float = _TRAIN.warmup_fraction
+    hidden_dim: int = _TRAIN.hidden_dim
+    out_dim: int = _TRAIN.out_dim
+    n_blocks: int = _TRAIN.n_blocks
+    dropout: float = _TRAIN.dropout
+    select_by: str = _TRAIN.select_by
+
+    def train_config(self, seed: int) -> TrainConfig:
+        """The pure config of one seed's run: every field this config shares with TrainConfig, by name."""
+        shared = {f.name for f in dataclasses.fields(TrainConfig)} & set(type(self).model_fields)
+        return TrainConfig(**{name: getattr(self, name) for name in shared}, seed=seed)
 
 
 class IndexConfig(dg.Config):
@@ -32,8 +46,9 @@ class IndexConfig(dg.Config):
 
 
 class EvaluationConfig(dg.Config):
-    """With ANTHROPIC_API_KEY set, the VLM re-ranks the top candidates of each target's text search (the
-    `reranked` method); 0 turns that off. Each candidate is one paid request per sample."""
+    """With ANTHROPIC_API_KEY set, the VLM re-ranks the top candidates of each target's text search in its
+    release pool (the `reranked` method); 0 turns that off. Each candidate is one paid request per sample."""
 
     rerank_candidates: int = 100
     rerank_samples: int = 1
+    gallery_size: int = 10

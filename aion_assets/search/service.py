@@ -10,9 +10,9 @@ import polars as pl
 
 from aion_assets.encoders.text import load_text_encoder
 from aion_assets.platform.lake import Lake
-from aion_assets.platform.layout import IMAGE_SIMILARITY_INDEX_DIR, SEARCH_INDEX_DIR
+from aion_assets.platform.layout import image_similarity_index_dir, search_index_dir
 from aion_assets.platform.warehouse import Warehouse
-from aion_assets.search.artifacts import load_heads_from_lake, load_index_from_lake
+from aion_assets.search.artifacts import load_heads_from_lake, load_index_from_lake, resolve_version
 from aion_assets.search.index import VectorIndex
 from aion_assets.search.training import embed_texts
 
@@ -20,12 +20,20 @@ RESULT_COLUMNS = ["rank", "object_id", "release", "score"]
 
 
 class SearchService:
-    """Loads the heads, the text model and the indexes once; each query is then one encode and one search."""
+    """Loads the heads, the text model and the indexes once; each query is then one encode and one search.
 
-    def __init__(self, warehouse: Warehouse, text_encoder_spec: str) -> None:
+    ``model_version`` pins a heads version (its heads and its index); None serves the latest, resolved once at
+    construction, so a new version landing mid-session never mixes one version's heads with another's index.
+    """
+
+    def __init__(self, warehouse: Warehouse, text_encoder_spec: str, image_encoder_id: str,
+                 model_version: int | None = None) -> None:
         self.warehouse = warehouse
         self.lake: Lake = warehouse.lake
         self._text_encoder_spec = text_encoder_spec
+        self._image_encoder_id = image_encoder_id
+        self._requested_version = model_version
+        self._model_version: int | None = None
         self._search_index: VectorIndex | None = None
         self._similarity_index: VectorIndex | None = None
         self._heads = None
@@ -33,22 +41,28 @@ class SearchService:
 
     # Loaded lazily: `aion similar` needs neither the heads nor the text model.
     @property
+    def model_version(self) -> int:
+        if self._model_version is None:
+            self._model_version = resolve_version(self.lake, self._requested_version)
+        return self._model_version
+
+    @property
     def search_index(self) -> VectorIndex:
         if self._search_index is None:
-            self._search_index = load_index_from_lake(self.lake, SEARCH_INDEX_DIR)
+            self._search_index = load_index_from_lake(self.lake, search_index_dir(self.model_version))
         return self._search_index
 
     @property
     def similarity_index(self) -> VectorIndex:
         if self._similarity_index is None:
-            self._similarity_index = load_index_from_lake(self.lake, IMAGE_SIMILARITY_INDEX_DIR)
+            self._similarity_index = load_index_from_lake(self.lake, image_similarity_index_dir(self._image_encoder_id))
         return self._similarity_index
 
     def encode_query(self, text: str) -> np.ndarray:
         import torch
 
         if self._heads is None:
-            self._heads = load_heads_from_lake(self.lake)
+            self._heads = load_heads_from_lake(self.lake, self.model_version)
             self._text = load_text_encoder(self._text_encoder_spec)
         # One short sentence gains nothing from intra-op threads, and OpenMP's spinning workers make it ~40x
         # slower whenever another process holds a core (measured: 13 ms on one thread, 0.5 s on two).
@@ -60,13 +74,15 @@ class SearchService:
             torch.set_num_threads(threads)
 
     @classmethod
-    def from_environment(cls) -> SearchService:
-        """The service over the configured stack and text model (what the CLI uses)."""
-        import os
-
+    def from_environment(cls, model_version: int | None = None) -> SearchService:
+        """The service over the configured stack and models (what the CLI uses)."""
+        from aion_assets.encoders.resources import image_encoder_id
+        from aion_assets.platform.settings import get_settings
         from aion_assets.platform.warehouse import stack_warehouse
 
-        return cls(stack_warehouse(), os.environ["AION_TEXT_ENCODER"])
+        settings = get_settings()
+        return cls(stack_warehouse(), settings.text_encoder,
+                   image_encoder_id(settings.image_encoder, settings.image_precision), model_version)
 
     def search(self, text: str, k: int = 10, release: str | None = None) -> pl.DataFrame:
         if not text.strip():

@@ -31,15 +31,19 @@ SELECTION_METRICS = ("val_mrr", "val_median_rank", "val_loss")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters of one training run; ``asdict`` of it is what goes to MLflow as params."""
+    """Hyper-parameters of one training run; ``asdict`` of it is what goes to MLflow as params.
 
-    hidden_dim: int = 512
-    out_dim: int = 256
-    n_blocks: int = 2
-    dropout: float = 0.1
-    init_temperature: float = 0.07
-    max_logit_scale: float = 100.0
-    epochs: int = 40
+    The one home of the training defaults: the architecture's come from :class:`HeadsConfig`, and the Dagster
+    launchpad config (``search/resources.py``) takes its defaults from here.
+    """
+
+    hidden_dim: int = HeadsConfig.hidden_dim
+    out_dim: int = HeadsConfig.out_dim
+    n_blocks: int = HeadsConfig.n_blocks
+    dropout: float = HeadsConfig.dropout
+    init_temperature: float = HeadsConfig.init_temperature
+    max_logit_scale: float = HeadsConfig.max_logit_scale
+    epochs: int = 60
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.05

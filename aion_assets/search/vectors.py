@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 
 from aion_assets.platform.lake import Lake
+from aion_assets.platform.layout import ShardKey
 
 
 def gather_vectors(
@@ -22,10 +23,11 @@ def gather_vectors(
     objects = objects.with_row_index("_order")
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     for (release, shard), group in objects.group_by(["release", "shard"], maintain_order=True):
-        array = lake.read_array(*path_of(f"{release}|{shard}"), mmap=True)
+        key = str(ShardKey(release, shard))
+        array = lake.read_array(*path_of(key), mmap=True)
         rows = group["row"].to_numpy()
         if rows.max(initial=-1) >= len(array):
-            raise ValueError(f"{release}|{shard}: embeddings have {len(array)} rows, cutouts name row {rows.max()}; "
+            raise ValueError(f"{key}: embeddings have {len(array)} rows, cutouts name row {rows.max()}; "
                              "re-materialize the embeddings of this partition")
         parts.append((group["_order"].to_numpy(), np.asarray(array[rows], dtype=np.float32)))
     order = np.concatenate([p[0] for p in parts])
@@ -33,6 +35,18 @@ def gather_vectors(
     return objects.drop("_order"), matrix
 
 
-def normalise(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+def as_float32_matrix(vectors: np.ndarray, name: str = "vectors") -> np.ndarray:
+    array = np.ascontiguousarray(vectors, dtype=np.float32)
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be [N, d], got shape {array.shape}")
+    return array
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    """Unit-norm rows (zero rows stay zero), float32, a copy: the one L2 normaliser of the search chain."""
+    array = as_float32_matrix(vectors).copy()
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    array /= np.maximum(norms, 1e-12)
+    return array
