@@ -19,9 +19,9 @@ from aion_assets.encoders.image import (
     embed_shards,
     iter_lake_cutouts,
     load_image_encoder,
-    split_partition_key,
 )
 from aion_assets.platform.lake import Lake
+from aion_assets.platform.layout import ShardKey
 
 
 def _decode(path: Path) -> np.ndarray:
@@ -144,7 +144,8 @@ def test_lake_shards_stream_from_memory_maps(lake: Lake, encoder: EfficientNetLi
     assert isinstance(arrays[0], np.memmap) and [len(a) for a in arrays] == [6, 4]
     outputs = list(embed_shards(encoder, iter_lake_cutouts(lake, keys, "rgb"), batch_size=4))
     _assert_close_rows(np.concatenate(outputs), encoder.encode_batch(cutouts[:10]))
-    assert split_partition_key("gz1-sdss|0001") == ("gz1-sdss", "0001")
+    assert ShardKey.parse("gz1-sdss|0001") == ShardKey("gz1-sdss", "0001")
+    assert str(ShardKey.parse("gz1-sdss|0001")) == "gz1-sdss|0001"
     with pytest.raises(ValueError):
-        split_partition_key("gz1-sdss")
+        ShardKey.parse("gz1-sdss")
     assert torch.get_num_threads() <= 2

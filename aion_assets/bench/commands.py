@@ -62,13 +62,15 @@ def embed(limit: int, batch_size: int | None, as_json: bool) -> None:
     """image_base_embeddings end to end (lake read + preprocessing + forward) beside the forward pass alone."""
     from aion_assets.encoders.bench import bench_embed
     from aion_assets.encoders.image import iter_lake_cutouts, load_image_encoder
+    from aion_assets.platform.layout import ShardKey
 
     lake, warehouse = _stack()
-    keys = sorted({p.split("/")[1] + "|" + p.split("/")[2] for p in lake.iter_files("cutouts/*/*/rgb.npy")})
+    keys = sorted({ShardKey(*path.split("/")[1:3]) for path in lake.iter_files("cutouts/*/*/rgb.npy")})
     if not keys:
         click.echo("no ingested cutouts: run `aion materialize group:cutouts` first", err=True)
         sys.exit(2)
-    encoder = load_image_encoder(get_settings().image_encoder)
+    settings = get_settings()
+    encoder = load_image_encoder(settings.image_encoder, bf16=settings.image_precision == "bf16")
     shards, taken = [], 0
     for array in iter_lake_cutouts(lake, keys, encoder.input_kind):
         shards.append(array[: limit - taken])

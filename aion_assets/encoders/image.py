@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from aion_assets.platform.layout import cutout_array_path, split_partition_key  # noqa: F401 (re-exported)
+from aion_assets.platform.layout import ShardKey, cutout_array_path
 
 if TYPE_CHECKING:
     import torch
@@ -350,7 +350,7 @@ def embed_array(encoder: ImageEncoder, cutouts: np.ndarray, batch_size: int | No
     return next(iter(embed_shards(encoder, [cutouts], batch_size)))
 
 
-def iter_lake_cutouts(lake: Lake, partition_keys: Sequence[str], input_kind: InputKind = "rgb") -> Iterator[np.ndarray]:
+def iter_lake_cutouts(lake: Lake, partition_keys: Sequence["str | ShardKey"], input_kind: InputKind = "rgb") -> Iterator[np.ndarray]:
     """The canonical cutout arrays of the partitions, in order, memory-mapped where the lake is local."""
     for key in partition_keys:
         yield lake.read_array(*cutout_array_path(key, input_kind), mmap=True)

@@ -44,12 +44,6 @@ class ShardKey:
         return f"{self.release}{self.SEPARATOR}{self.shard}"
 
 
-def split_partition_key(partition_key: "str | ShardKey") -> tuple[str, str]:
-    """'<release>|<shard>' -> (release, shard)."""
-    key = ShardKey.parse(partition_key)
-    return key.release, key.shard
-
-
 def shard_dir(release: str, shard: str) -> tuple[str, str, str]:
     """The canonical cutout shard: rgb.npy, flux.npy (when the source has flux), objects.parquet."""
     return ("cutouts", release, shard)
@@ -57,11 +51,13 @@ def shard_dir(release: str, shard: str) -> tuple[str, str, str]:
 
 def cutout_array_path(partition_key: str, input_kind: str) -> tuple[str, ...]:
     """A shard's canonical cutout array: "rgb" (uint8 [N,H,W,3]) or "flux" (float32 [N,C,H,W])."""
-    return (*shard_dir(*split_partition_key(partition_key)), f"{input_kind}.npy")
+    key = ShardKey.parse(partition_key)
+    return (*shard_dir(key.release, key.shard), f"{input_kind}.npy")
 
 
 def shard_objects_path(partition_key: str) -> tuple[str, ...]:
-    return (*shard_dir(*split_partition_key(partition_key)), "objects.parquet")
+    key = ShardKey.parse(partition_key)
+    return (*shard_dir(key.release, key.shard), "objects.parquet")
 
 
 # -- model-derived artifacts -------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import json
 import re
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -128,7 +128,7 @@ def write_latest_pointer(lake: Lake, model_version: int, mlflow_run_id: str) -> 
         if not lake.exists(*parts):
             raise ModelVersionMissing(f"cannot serve model version {model_version}: {'/'.join(parts)} is missing")
     served = ServedVersion(model_version, mlflow_run_id, datetime.now(timezone.utc).isoformat())
-    lake.write_bytes(json.dumps(served.__dict__).encode(), *LATEST_POINTER)
+    lake.write_bytes(json.dumps(asdict(served)).encode(), *LATEST_POINTER)
     return served
 
 
