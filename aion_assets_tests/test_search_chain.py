@@ -317,6 +317,17 @@ def test_a_second_model_version_serves_beside_the_first_then_prune(chain) -> Non
 
     assert "would remove version(s) 1" in runner.invoke(main, ["prune", "--keep", "1", "--dry-run"]).output
     assert search("--model-version", "1").exit_code == 0  # a dry run removes nothing
+    # A version MLflow marks as production is never pruned, even beyond --keep.
+    from mlflow.tracking import MlflowClient
+
+    from aion_assets.platform.settings import get_settings
+
+    client = MlflowClient(tracking_uri=get_settings().mlflow_tracking_uri)
+    client.set_registered_model_alias("aion-search-heads", "production", "1")
+    assert "nothing to prune" in runner.invoke(main, ["prune", "--keep", "1"]).output
+    assert next(row for row in json.loads(runner.invoke(main, ["models", "--json"]).stdout)
+                if row["version"] == 1)["production"]
+    client.delete_registered_model_alias("aion-search-heads", "production")
     pruned = runner.invoke(main, ["prune", "--keep", "1"])
     assert pruned.exit_code == 0 and "removed version 1" in pruned.output
     assert search("--model-version", "1").exit_code == 1
