@@ -3,8 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# torch is pinned to its CPU build (2.13.0+cpu). Where no local wheel is found (find-links), point pip at the CPU
-# wheels: make install TORCH_INDEX="--extra-index-url https://download.pytorch.org/whl/cpu"
+# torch is pinned to its CPU build (2.13.0+cpu in constraints.txt); TORCH_INDEX can name pip options (an index
+# or find-links) where that wheel is found on another machine.
 TORCH_INDEX ?=
 export AION_HOME ?= $(CURDIR)/.aion
 # Keep the CPU torch build and stop transformers from looking for torchvision or the hub.
