@@ -27,6 +27,7 @@ from aion_assets.cutouts.readers import (
     decode_file,
     decode_flux_array,
     hdf5_index,
+    read_source,
     resolve_inside,
 )
 from aion_assets.cutouts.releases import Release, ReleaseError, hdf5_file, read_catalog, shard_bounds
@@ -149,7 +150,7 @@ def healpix_nested(ra: list[float | None], dec: list[float | None], nside: int =
 def _decode_file_candidate(release: Release, candidate: _Candidate) -> _Candidate:
     try:
         path = resolve_inside(release.path, candidate.source_path or "")
-        data = path.read_bytes()
+        data = read_source(path)  # refuses a file over the byte budget before reading it
         candidate.size = len(data)
         candidate.sha256 = hashlib.sha256(data).hexdigest()
         candidate.decoded = decode_file(data, path.name, release.bands)

@@ -12,9 +12,11 @@ centre-cropped and resized to 160 px when they are not that size already).
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,9 +44,13 @@ LUPTON_STRETCH = 0.23
 FLUX_RENDERING = (f"make_lupton_rgb Q={LUPTON_Q} stretch={LUPTON_STRETCH} scales "
                   + ",".join(f"{band}={scale}" for band, scale in BAND_SCALES.items()))
 
-# Pillow refuses images above ~89 Mpx by default as a decompression-bomb guard; a cutout is far smaller, so a
-# much lower bound catches hostile files early without touching real data.
-MAX_SOURCE_PIXELS = 8192 * 8192
+GZIP_MAGIC = b"\x1f\x8b"
+FITS_BLOCK = 2880  # a FITS header or data unit is a whole number of 2880-byte blocks of 80-character cards
+FITS_CARD = 80
+INFLATE_STEP = 1 << 20  # gzip is inflated this many bytes at a time, so a bomb stops within one step of the cap
+# A cutout's header is a few blocks; one without END in this many (2.9 MB) is damaged or hostile, and is not
+# scanned card by card any further.
+MAX_HEADER_BLOCKS = 1000
 
 
 class CutoutRejected(ValueError):
@@ -53,6 +59,51 @@ class CutoutRejected(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+# -- budgets -------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CutoutBudget:
+    """How large one source cutout may be, checked before it is decoded: a 2 MB tile-compressed FITS of zeros
+    can declare 15000 x 15000 pixels, and decoding it would take gigabytes per worker.
+
+    ``max_pixels`` bounds width x height x bands (what the decoded arrays hold); ``max_bytes`` bounds the file
+    and its decompressed data. Both come from the settings ``AION_MAX_CUTOUT_PIXELS`` / ``AION_MAX_CUTOUT_BYTES``.
+    """
+
+    max_pixels: int
+    max_bytes: int
+
+    @classmethod
+    def from_settings(cls) -> CutoutBudget:
+        from aion_assets.platform.settings import get_settings
+
+        settings = get_settings()
+        return cls(max_pixels=settings.max_cutout_pixels, max_bytes=settings.max_cutout_bytes)
+
+    def check_file(self, size: int) -> None:
+        if size > self.max_bytes:
+            raise CutoutRejected(f"too large: the file is {size:,} bytes, over the byte budget of "
+                                 f"{self.max_bytes:,} (AION_MAX_CUTOUT_BYTES)")
+
+    def check_decoded(self, what: str, pixels: int, decoded_bytes: int) -> None:
+        """``what`` (e.g. ``3x15000x15000 float32``) holds ``pixels`` samples in ``decoded_bytes`` once decoded."""
+        if pixels > self.max_pixels:
+            raise CutoutRejected(f"too large: {what} is {pixels:,} pixels x bands, over the pixel budget of "
+                                 f"{self.max_pixels:,} (AION_MAX_CUTOUT_PIXELS)")
+        if decoded_bytes > self.max_bytes:
+            raise CutoutRejected(f"too large: {what} decodes to {decoded_bytes:,} bytes, over the byte budget of "
+                                 f"{self.max_bytes:,} (AION_MAX_CUTOUT_BYTES)")
+
+
+def _budget(budget: CutoutBudget | None) -> CutoutBudget:
+    return budget if budget is not None else CutoutBudget.from_settings()
+
+
+def read_source(path: Path, budget: CutoutBudget | None = None) -> bytes:
+    """A cutout file's bytes, refusing (before reading any) a file larger than the byte budget."""
+    _budget(budget).check_file(path.stat().st_size)
+    return path.read_bytes()
 
 
 @dataclass
@@ -225,12 +276,23 @@ def _from_flux(flux: np.ndarray, bands: list[str], expected: Sequence[str] | Non
 
 
 # -- RGB images ----------------------------------------------------------------------------------------------------
-def decode_rgb(data: bytes) -> DecodedCutout:
-    """JPEG/PNG bytes -> canonical RGB. ``load()`` forces a full decode so a truncated file fails here."""
+def _bytes_per_sample(mode: str) -> int:
+    if mode in ("I", "F"):
+        return 4
+    return 2 if "16" in mode else 1
+
+
+def decode_rgb(data: bytes, budget: CutoutBudget | None = None) -> DecodedCutout:
+    """JPEG/PNG bytes -> canonical RGB. ``load()`` forces a full decode so a truncated file fails here; the
+    size in the file's header is held to the budget before that."""
+    budget = _budget(budget)
+    budget.check_file(len(data))
     try:
         with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > MAX_SOURCE_PIXELS:
-                raise CutoutRejected(f"image too large: {image.width}x{image.height}")
+            bands = len(image.getbands())
+            pixels = image.width * image.height * bands
+            budget.check_decoded(f"{bands}x{image.height}x{image.width} {image.mode}", pixels,
+                                 pixels * _bytes_per_sample(image.mode))
             image.load()
             width, height = image.size
             if image.mode in ("I;16", "I", "F"):
@@ -254,9 +316,129 @@ def _header_band(header) -> str | None:
     return None
 
 
-def decode_fits(data: bytes, expected_bands: Sequence[str] | None = None) -> DecodedCutout:
-    """Multi-band FITS: one image HDU with bands on the first axis, or one 2-D HDU per band."""
-    from astropy.io import fits
+def _card_int(cards: dict[str, str], keyword: str, default: int | None = None) -> int:
+    raw = cards.get(keyword)
+    if raw is None:
+        if default is None:
+            raise CutoutRejected(f"does not decode: FITS header lacks {keyword}")
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise CutoutRejected(f"does not decode: FITS header {keyword} = {raw!r} is not an integer") from None
+
+
+def _read_header(data: bytes | bytearray, offset: int) -> tuple[dict[str, str], int] | None:
+    """The value cards of the header at ``offset`` and where its data starts; None when it does not end within
+    ``data`` (a truncated file, or a gzip stream not yet inflated that far)."""
+    limit = min(len(data), offset + MAX_HEADER_BLOCKS * FITS_BLOCK)
+    cards: dict[str, str] = {}
+    for position in range(offset, limit - FITS_CARD + 1, FITS_CARD):
+        card = bytes(data[position:position + FITS_CARD]).decode("ascii", errors="replace")
+        keyword = card[:8].strip()
+        if keyword == "END":
+            return cards, offset + math.ceil((position + FITS_CARD - offset) / FITS_BLOCK) * FITS_BLOCK
+        if card[8:10] == "= " and keyword not in cards:
+            cards[keyword] = card[10:].split("/", 1)[0].strip()
+    if limit < len(data):
+        raise CutoutRejected(f"does not decode: a FITS header runs past {MAX_HEADER_BLOCKS:,} blocks without END")
+    return None
+
+
+def _image_size(cards: dict[str, str]) -> tuple[str, int, int] | None:
+    """(shape and type, pixels, decoded bytes) of an image HDU, or of the image a tile-compressed table holds
+    (ZNAXISn, ZBITPIX); None for other HDUs (tables, an empty primary)."""
+    compressed = cards.get("ZIMAGE") == "T"
+    prefix = "Z" if compressed else ""
+    is_image = "SIMPLE" in cards or cards.get("XTENSION", "").strip("' ") == "IMAGE"
+    if not (compressed or is_image):
+        return None
+    axes = [_card_int(cards, f"{prefix}NAXIS{i}") for i in range(_card_int(cards, f"{prefix}NAXIS"), 0, -1)]
+    if not axes:
+        return None
+    bitpix = _card_int(cards, f"{prefix}BITPIX")
+    pixels = math.prod(axes)
+    # Scaled integers (BSCALE/BZERO) decode to float32 at least: count a sample as no fewer than 4 bytes.
+    sample_bytes = max(abs(bitpix) // 8, 4 if "BSCALE" in cards or "BZERO" in cards else 1)
+    kind = "tile-compressed " if compressed else ""
+    return f"{kind}{'x'.join(map(str, axes))} BITPIX {bitpix}", pixels, pixels * sample_bytes
+
+
+def _hdu_data_bytes(cards: dict[str, str]) -> int:
+    """Bytes the data unit takes in the file (the standard's |BITPIX|/8 x GCOUNT x (PCOUNT + NAXIS1 x ...))."""
+    naxis = _card_int(cards, "NAXIS")
+    if naxis == 0:
+        return 0
+    axes = math.prod(_card_int(cards, f"NAXIS{i}") for i in range(1, naxis + 1))
+    return abs(_card_int(cards, "BITPIX")) // 8 * _card_int(cards, "GCOUNT", 1) * (_card_int(cards, "PCOUNT", 0) + axes)
+
+
+def check_fits_budget(data: bytes | bytearray, budget: CutoutBudget) -> None:
+    """Refuse FITS whose headers declare more than the budget: every image HDU (a tile-compressed one by its
+    ZNAXISn) counts towards the pixels and the decoded bytes. Only headers are read; data units are skipped.
+
+    ``data`` may be the first part of a file (a gzip stream being inflated): the headers read so far count.
+    """
+    if len(data) >= 6 and bytes(data[:6]) != b"SIMPLE":
+        raise CutoutRejected("does not decode: not a FITS file (no SIMPLE card at its start)")
+    shapes: list[str] = []
+    pixels = decoded_bytes = 0
+    offset = 0
+    while offset < len(data):
+        if offset > 0 and len(data) - offset >= 8 and bytes(data[offset:offset + 8]) != b"XTENSION":
+            break  # what follows the last HDU is not one (astropy ignores such trailing bytes too)
+        header = _read_header(data, offset)
+        if header is None:
+            break
+        cards, data_start = header
+        size = _image_size(cards)
+        if size is not None:
+            shapes.append(size[0])
+            pixels += size[1]
+            decoded_bytes += size[2]
+            budget.check_decoded(" + ".join(shapes), pixels, decoded_bytes)
+        offset = data_start + math.ceil(_hdu_data_bytes(cards) / FITS_BLOCK) * FITS_BLOCK
+
+
+def gunzip_within(data: bytes, budget: CutoutBudget, inspect: Callable[[bytearray], None] | None = None) -> bytes:
+    """Inflate a gzip file a step at a time, refusing it once the output passes the byte budget: a gzip bomb
+    costs at most the budget, never what it would inflate to. ``inspect`` sees the output after each step (the
+    FITS header check, which refuses a declared oversize image within the first step)."""
+    inflated = bytearray()
+    remaining = data
+    while remaining:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # one gzip member; a file may concatenate several
+        pending = remaining
+        while not inflater.eof:
+            step = inflater.decompress(pending, INFLATE_STEP)
+            pending = inflater.unconsumed_tail
+            if not step and not pending:
+                raise CutoutRejected("does not decode: the gzip stream is truncated")
+            inflated += step
+            if inspect is not None:  # first: what the content declares is the more telling reason
+                inspect(inflated)
+            if len(inflated) > budget.max_bytes:
+                raise CutoutRejected(f"too large: the gzip stream inflates past the byte budget of "
+                                     f"{budget.max_bytes:,} bytes (AION_MAX_CUTOUT_BYTES)")
+        remaining = inflater.unused_data
+        if not remaining.strip(b"\0"):
+            break  # zero padding after the last member (tape-style blocking) is not another member
+    return bytes(inflated)
+
+
+def decode_fits(data: bytes, expected_bands: Sequence[str] | None = None,
+                budget: CutoutBudget | None = None) -> DecodedCutout:
+    """Multi-band FITS: one image HDU with bands on the first axis, or one 2-D HDU per band. Plain, gzipped
+    (``.fits.gz``) or tile-compressed (``.fz``); held to the budget from its headers before any decoding."""
+    budget = _budget(budget)
+    budget.check_file(len(data))
+    try:
+        if data[:2] == GZIP_MAGIC:
+            data = gunzip_within(data, budget, inspect=lambda inflated: check_fits_budget(inflated, budget))
+        check_fits_budget(data, budget)
+    except zlib.error as error:
+        raise CutoutRejected(f"does not decode: gzip: {error}") from error
+    from astropy.io import fits  # after the budget: a refused file costs no astropy import
 
     try:
         with warnings.catch_warnings():
@@ -294,17 +476,19 @@ def decode_fits(data: bytes, expected_bands: Sequence[str] | None = None) -> Dec
     return _from_flux(flux, bands, expected_bands)
 
 
-def decode_file(data: bytes, name: str, expected_bands: Sequence[str] | None = None) -> DecodedCutout:
-    """Dispatch on the file name: RGB raster or FITS flux."""
+def decode_file(data: bytes, name: str, expected_bands: Sequence[str] | None = None,
+                budget: CutoutBudget | None = None) -> DecodedCutout:
+    """Dispatch on the file name: RGB raster or FITS flux, each held to the budget (the settings' by default)."""
+    budget = _budget(budget)
     kind = source_format(name)
     if kind == "rgb":
-        return decode_rgb(data)
+        return decode_rgb(data, budget)
     if kind == "fits":
-        return decode_fits(data, expected_bands)
-    # Unknown suffix: sniff, since some archives serve FITS without an extension.
-    if data[:6] == b"SIMPLE":
-        return decode_fits(data, expected_bands)
-    return decode_rgb(data)
+        return decode_fits(data, expected_bands, budget)
+    # Unknown suffix: sniff, since some archives serve FITS (or gzipped FITS) without an extension.
+    if data[:6] == b"SIMPLE" or data[:2] == GZIP_MAGIC:
+        return decode_fits(data, expected_bands, budget)
+    return decode_rgb(data, budget)
 
 
 # -- HDF5 (Multimodal-Universe style) --------------------------------------------------------------------------------
@@ -339,8 +523,26 @@ def hdf5_bands(handle) -> list[str] | None:
     return None
 
 
-def hdf5_index(path: Path) -> tuple[list[str], list[float | None], list[float | None], list[str] | None, tuple]:
-    """object ids, ra, dec, band names and the image array shape, without reading any image."""
+def check_hdf5_rows(path: Path, images, budget: CutoutBudget) -> None:  # images: an h5py.Dataset [N, C, H, W]
+    """Every row of an HDF5 image array has one shape, so the budget is checked once, from the dataset's shape,
+    dtype and chunking, before any row is read: reading one row decompresses every chunk it touches."""
+    itemsize = max(int(images.dtype.itemsize), 4)  # rows are read as float32
+    row = tuple(int(n) for n in images.shape[1:])
+    pixels = math.prod(row)
+    budget.check_decoded(f"HDF5 file {path.name}: each row ({'x'.join(map(str, row))} {images.dtype})", pixels,
+                         pixels * itemsize)
+    if images.chunks is not None:
+        chunk_bytes = math.prod(images.chunks) * int(images.dtype.itemsize)
+        if chunk_bytes > budget.max_bytes:
+            raise CutoutRejected(f"too large: HDF5 file {path.name} stores its images in chunks of "
+                                 f"{chunk_bytes:,} bytes, over the byte budget of {budget.max_bytes:,} "
+                                 f"(AION_MAX_CUTOUT_BYTES)")
+
+
+def hdf5_index(path: Path, budget: CutoutBudget | None = None,
+               ) -> tuple[list[str], list[float | None], list[float | None], list[str] | None, tuple]:
+    """object ids, ra, dec, band names and the image array shape, without reading any image; rows over the
+    budget refuse the whole file (they all share one shape)."""
     import h5py
 
     try:
@@ -348,6 +550,7 @@ def hdf5_index(path: Path) -> tuple[list[str], list[float | None], list[float | 
             for required in ("object_id", "image_array"):
                 if required not in handle:
                     raise CutoutRejected(f"HDF5 file {path.name} has no {required!r} dataset")
+            check_hdf5_rows(path, handle["image_array"], _budget(budget))
             ids = [_decode_text(v) for v in handle["object_id"][()]]
             shape = tuple(handle["image_array"].shape)
 
@@ -376,6 +579,9 @@ def iter_hdf5(path: Path, indices: Sequence[int] | None = None) -> Iterator[Hdf5
             yield Hdf5Row(int(index), ids[index], ras[index], decs[index], np.asarray(images[index], dtype=np.float32))
 
 
-def decode_flux_array(flux: np.ndarray, bands: Sequence[str] | None, expected: Sequence[str] | None) -> DecodedCutout:
-    """Canonical arrays from an in-memory flux cube (one HDF5 row)."""
+def decode_flux_array(flux: np.ndarray, bands: Sequence[str] | None, expected: Sequence[str] | None,
+                      budget: CutoutBudget | None = None) -> DecodedCutout:
+    """Canonical arrays from an in-memory flux cube (one HDF5 row); the budget also bounds what is resampled."""
+    _budget(budget).check_decoded(f"{'x'.join(map(str, flux.shape))} {flux.dtype}", int(flux.size),
+                                  int(flux.size) * max(flux.dtype.itemsize, 4))
     return _from_flux(np.asarray(flux, dtype=np.float32), list(bands or []), expected)

@@ -34,6 +34,11 @@ DEFAULT_CUTOUT_SERVICE_URL = "https://www.legacysurvey.org/viewer/cutout.jpg"
 # ~4x that for 3-band float32), well inside a worker, and a 140M-object survey is still a few thousand partitions.
 DEFAULT_SHARD_SIZE = 25_000
 MAX_SHARD_SIZE = 100_000
+# Budgets of one source cutout, checked before it is decoded (cutouts/readers.py). A survey cutout is a few
+# hundred pixels a side (a 256 px grz cube is 0.2 Mpx, 0.8 MB): 16 Mpx (4096 x 4096 of one band, 2048 x 2048 of
+# four) and 128 MiB (16 Mpx of float64) leave room for any real one and stop a decompression bomb early.
+DEFAULT_MAX_CUTOUT_PIXELS = 4096 * 4096
+DEFAULT_MAX_CUTOUT_BYTES = 128 * 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PROFILE_VARIABLE = "AION_PROFILE"
 
@@ -85,6 +90,12 @@ SETTINGS: tuple[Setting, ...] = (
             blank_is_a_value=True),
     Setting("shard_size", "AION_SHARD_SIZE", f"`{DEFAULT_SHARD_SIZE}`",
             f"objects per partition of a release, at most {MAX_SHARD_SIZE:,}", lambda home: str(DEFAULT_SHARD_SIZE)),
+    Setting("max_cutout_pixels", "AION_MAX_CUTOUT_PIXELS", f"`{DEFAULT_MAX_CUTOUT_PIXELS}` (4096 x 4096)",
+            "pixel budget of one source cutout (width x height x bands, from its header, before decoding); "
+            "larger ones are quarantined", lambda home: str(DEFAULT_MAX_CUTOUT_PIXELS)),
+    Setting("max_cutout_bytes", "AION_MAX_CUTOUT_BYTES", f"`{DEFAULT_MAX_CUTOUT_BYTES}` (128 MiB)",
+            "byte budget of one source cutout: its file, and its decompressed data (gzip inflated with this cap); "
+            "larger ones are quarantined", lambda home: str(DEFAULT_MAX_CUTOUT_BYTES)),
     Setting("text_encoder", "AION_TEXT_ENCODER", "`all-MiniLM-L6-v2`",
             "text model: the one shipped in a wheel, or a model directory", lambda home: "all-MiniLM-L6-v2"),
     Setting("image_encoder", "AION_IMAGE_ENCODER", "`efficientnet-lite0`",
@@ -133,6 +144,8 @@ class AionSettings(BaseModel):
     mlflow_artifact_root: str
     releases_dir: Path | None
     shard_size: int
+    max_cutout_pixels: int
+    max_cutout_bytes: int
     text_encoder: str
     image_encoder: str
     image_precision: Literal["fp32", "bf16"]
@@ -163,6 +176,13 @@ class AionSettings(BaseModel):
         if not 0 < size <= MAX_SHARD_SIZE:
             raise ValueError(f"must be between 1 and {MAX_SHARD_SIZE}")
         return size
+
+    @field_validator("max_cutout_pixels", "max_cutout_bytes")
+    @classmethod
+    def _budget_positive(cls, budget: int) -> int:
+        if budget <= 0:
+            raise ValueError("must be a positive number")
+        return budget
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -25,6 +25,9 @@ from aion_assets.platform.lake import Lake
 from aion_assets.platform.layout import ShardKey
 
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked", "lock on file")
+# One small table of facts about the warehouse itself: ``lake_root`` is the lake its views were built over.
+META_TABLE = "aion_meta"
+LAKE_ROOT_KEY = "lake_root"
 
 
 def partition_path(table: str, partition_key: str | ShardKey | None) -> tuple[str, ...]:
@@ -70,6 +73,43 @@ def _add_new_columns(con: duckdb.DuckDBPyConnection, table: str) -> None:
             con.execute(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {dtype}')
 
 
+# -- relocation: the views name the lake by its absolute path ----------------------------------------------------
+# DuckDB stores a view's SQL as written and resolves a relative path against the process's working directory,
+# not the database file; so a view names its lake absolutely, and a warehouse copied or moved with its AION_HOME
+# would go on reading the old lake (or fail once it is gone). Each Warehouse object therefore compares, on its
+# first connection, the lake its views were built over (``aion_meta``) with its own, and rebuilds them if they
+# differ: one small query per object, a rebuild only after a move.
+def _record_lake_root(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    con.execute(f'CREATE TABLE IF NOT EXISTS "{META_TABLE}" (key VARCHAR PRIMARY KEY, value VARCHAR)')
+    con.execute(f'INSERT OR REPLACE INTO "{META_TABLE}" VALUES (?, ?)', [LAKE_ROOT_KEY, lake.url()])
+
+
+def _recorded_lake_root(con: duckdb.DuckDBPyConnection) -> str | None:
+    has_meta = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
+        [META_TABLE]).fetchall()[0][0]
+    if not has_meta:
+        return None
+    # fetchall, not fetchone: a half-read result keeps the connection busy for the caller's next statement
+    rows = con.execute(f'SELECT value FROM "{META_TABLE}" WHERE key = ?', [LAKE_ROOT_KEY]).fetchall()
+    return rows[0][0] if rows else None
+
+
+def _lake_views(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Names of the views over lake tables: their SQL reads ``.../tables/<name>/**/*.parquet``."""
+    rows = con.execute(
+        "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal AND schema_name = 'main'").fetchall()
+    return [name for name, sql in rows if f"/tables/{name}/**/*.parquet" in (sql or "")]
+
+
+def _views_over_another_lake(con: duckdb.DuckDBPyConnection, lake: Lake) -> list[str]:
+    """The lake views to rebuild: all of them when they were built over another lake root (or over one not
+    recorded, as warehouses written before ``aion_meta`` existed), else none."""
+    if _recorded_lake_root(con) == lake.url():
+        return []
+    return _lake_views(con)
+
+
 def stack_warehouse() -> Warehouse:
     """The configured stack's warehouse (its lake at ``.lake``), from the same settings the resources read."""
     from aion_assets.platform.settings import get_settings
@@ -83,6 +123,8 @@ class Warehouse:
         self.path = Path(path)
         self.lake = lake
         self.lock_timeout_s = lock_timeout_s
+        # Whether this object has made sure the lake views read this lake (once: see _follow_the_lake).
+        self._lake_views_checked = False
 
     # -- connections -------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -93,21 +135,33 @@ class Warehouse:
             # A read-only open of a missing file fails; create it empty so first readers see "no tables".
             with self.connect(read_only=False):
                 pass
+        connection = self._open(read_only)
+        if not self._lake_views_checked:
+            self._lake_views_checked = True
+            stale = _views_over_another_lake(connection, self.lake)
+            if stale and read_only:
+                connection.close()  # one process cannot hold the file read-only and writable at once
+                with self.connect() as writer:
+                    self._rebuild_lake_views(writer, stale)
+                connection = self._open(read_only)
+            elif stale:
+                self._rebuild_lake_views(connection, stale)
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.05
         while True:
             try:
-                connection = duckdb.connect(str(self.path), read_only=read_only)
-                break
+                return duckdb.connect(str(self.path), read_only=read_only)
             except (duckdb.IOException, duckdb.ConnectionException) as error:
                 if not any(marker in str(error) for marker in LOCK_MARKERS) or time.monotonic() > deadline:
                     raise
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 1.0)
-        try:
-            yield connection
-        finally:
-            connection.close()
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
         """Run a read-only query and return a Polars frame."""
@@ -183,16 +237,31 @@ class Warehouse:
 
     def ensure_lake_view(self, table: str) -> None:
         """A view over every partition file of a lake table; new files appear in it without touching DuckDB."""
-        has_files = self._has_partitions(table)
-        pattern = self.lake.url("tables", table, "**", "*.parquet")
         with self.connect() as con:
-            if has_files:
-                con.execute(
-                    f'CREATE OR REPLACE VIEW "{table}" AS '
-                    f"SELECT * FROM read_parquet('{pattern}', union_by_name = true)"
-                )
-            else:
-                con.execute(f'DROP VIEW IF EXISTS "{table}"')
+            self._write_lake_view(con, table)
+
+    def _write_lake_view(self, con: duckdb.DuckDBPyConnection, table: str) -> None:
+        if self._has_partitions(table):
+            pattern = self.lake.url("tables", table, "**", "*.parquet").replace("'", "''")
+            con.execute(
+                f'CREATE OR REPLACE VIEW "{table}" AS '
+                f"SELECT * FROM read_parquet('{pattern}', union_by_name = true)"
+            )
+        else:
+            con.execute(f'DROP VIEW IF EXISTS "{table}"')
+        _record_lake_root(con, self.lake)
+
+    def _rebuild_lake_views(self, con: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> None:
+        """Rebuild the views over this lake (a view whose table this lake lacks is dropped), in one transaction."""
+        con.execute("BEGIN")
+        try:
+            for table in tables:
+                self._write_lake_view(con, table)
+            _record_lake_root(con, self.lake)
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
 
     # -- benchmarks --------------------------------------------------------------------------------------------
     def record_bench(self, name: str, metric: str, value: float, unit: str) -> None:
