@@ -7,7 +7,9 @@ sentence-transformers) or a Hub id already in the local Hugging Face cache can b
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -134,6 +136,43 @@ def _in_local_hf_cache(repo_id: str) -> bool:
 
 _CACHE: dict[tuple[str, str], SentenceTransformerTextEncoder] = {}
 _CACHE_LOCK = threading.Lock()
+# transformers draws a "Loading weights" bar per load; the CLI's --verbose turns it back on.
+show_loading_progress = False
+
+
+@contextlib.contextmanager
+def _weight_loading_progress(enabled: bool) -> Iterator[None]:
+    """transformers' progress bars on or off for one load, restored afterwards (a global switch of theirs)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if was_enabled else hf_logging.disable_progress_bar)()
+
+
+def load_query_text_encoder(spec: str = DEFAULT_TEXT_ENCODER) -> TextEncoder:
+    """The text encoder for one-off queries (`aion search`): the same embeddings at a fraction of the start-up.
+
+    A BERT sentence-transformers model with mean pooling (the packaged all-MiniLM-L6-v2) runs through
+    ``plain_bert`` on the CPU, without importing sentence-transformers or transformers (seconds of start-up for
+    one sentence); any other model is loaded by ``load_text_encoder``.
+    """
+    from aion_assets.encoders.plain_bert import PlainBertTextEncoder, plain_bert_supported
+
+    location, name = resolve_text_encoder_spec(spec)
+    if not plain_bert_supported(location):
+        return load_text_encoder(spec, device="cpu")
+    key = (location, "plain-cpu")
+    with _CACHE_LOCK:
+        if key not in _QUERY_CACHE:
+            _QUERY_CACHE[key] = PlainBertTextEncoder(location, name)
+        return _QUERY_CACHE[key]
+
+
+_QUERY_CACHE: dict[tuple[str, str], TextEncoder] = {}
 
 
 def load_text_encoder(spec: str = DEFAULT_TEXT_ENCODER, device: str | None = None) -> TextEncoder:
@@ -153,7 +192,8 @@ def load_text_encoder(spec: str = DEFAULT_TEXT_ENCODER, device: str | None = Non
         use_offline_model_hub()
         from sentence_transformers import SentenceTransformer
 
-        model = SentenceTransformer(location, device=chosen_device, local_files_only=True)
+        with _weight_loading_progress(show_loading_progress):
+            model = SentenceTransformer(location, device=chosen_device, local_files_only=True)
         model.eval()
         encoder = SentenceTransformerTextEncoder(model, name)
         _CACHE[key] = encoder

@@ -42,17 +42,31 @@ def _emit(results, as_json: bool, gallery: str | None, title: str, service) -> N
             click.echo(f"{row['rank']:>3}  {row['score']:.4f}  {row['release']:<20} {row['object_id']}")
     if gallery:
         from aion_assets.search.gallery import write_gallery
-        from aion_assets.search.thumbnails import result_images
+        from aion_assets.search.thumbnails import result_captions, result_images
 
         images = result_images(service.lake, service.warehouse, results)
-        captions = [f"#{r['rank']} {r['score']:.3f}\n{r['object_id'][:24]}" for r in results.iter_rows(named=True)]
-        path = write_gallery(images, captions, gallery, title=title)
+        path = write_gallery(images, result_captions(service.warehouse, results), gallery, title=title)
         click.echo(f"gallery written to {path}", err=as_json)
 
 
 def _fail(error: Exception) -> None:
     click.echo(f"error: {error}", err=True)
     sys.exit(1)
+
+
+def check_release(index, release: str | None) -> None:
+    """An unknown --release is an error naming the known ones, not an empty result."""
+    if release is None:
+        return
+    known = sorted(set(index.ids["release"].to_list()))
+    if release not in known:
+        raise LookupError(f"release {release!r} is not in the index; known: {', '.join(known)}")
+
+
+def check_gallery_results(results, gallery: str | None) -> None:
+    """Nothing to draw is an error before anything is printed (the gallery was asked for)."""
+    if gallery and results.is_empty():
+        raise ValueError("no results to draw: the gallery was not written")
 
 
 @click.command(help=f"Rank cutouts by how well they match TEXT. {RESULT_HELP}")
@@ -75,7 +89,9 @@ def search(text: str, release: str | None, k: int, as_json: bool, gallery: str |
             sys.exit(1)
     service = _service(model_version)
     try:
+        check_release(service.search_index, release)
         results, seconds = timed(service.search, text, k=max(k, candidates) if rerank else k, release=release)
+        check_gallery_results(results, gallery)
     except (FileNotFoundError, LookupError, ValueError) as error:
         _fail(error)
     service.log("text", text, k, release, results.height, seconds)
@@ -94,7 +110,9 @@ def similar(object_id: str, release: str | None, k: int, as_json: bool, gallery:
     service = _service(model_version)
     try:
         _ = service.model_version  # a version the lake does not hold is an error here too
+        check_release(service.similarity_index, release)
         results, seconds = timed(service.similar, object_id, k=k, release=release)
+        check_gallery_results(results, gallery)
     except (FileNotFoundError, LookupError, ValueError) as error:
         _fail(error)
     service.log("similar", object_id, k, release, results.height, seconds)

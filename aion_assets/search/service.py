@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
-from aion_assets.encoders.text import load_text_encoder
-from aion_assets.platform.lake import Lake
 from aion_assets.platform.layout import image_similarity_index_dir, search_index_dir
-from aion_assets.platform.warehouse import Warehouse
-from aion_assets.search.artifacts import load_heads_from_lake, load_index_from_lake, resolve_version
-from aion_assets.search.index import VectorIndex
-from aion_assets.search.training import embed_texts
+
+# torch, faiss and the text model load on first use, inside the methods: `aion similar` needs no text model,
+# and nothing here imports dagster, mlflow or sentence-transformers (seconds of start-up for one query).
+if TYPE_CHECKING:
+    from aion_assets.platform.lake import Lake
+    from aion_assets.platform.warehouse import Warehouse
+    from aion_assets.search.index import VectorIndex
 
 RESULT_COLUMNS = ["rank", "object_id", "release", "score"]
 
@@ -43,27 +45,37 @@ class SearchService:
     @property
     def model_version(self) -> int:
         if self._model_version is None:
+            from aion_assets.search.artifacts import resolve_version
+
             self._model_version = resolve_version(self.lake, self._requested_version)
         return self._model_version
 
     @property
     def search_index(self) -> VectorIndex:
         if self._search_index is None:
+            from aion_assets.search.artifacts import load_index_from_lake
+
             self._search_index = load_index_from_lake(self.lake, search_index_dir(self.model_version))
         return self._search_index
 
     @property
     def similarity_index(self) -> VectorIndex:
         if self._similarity_index is None:
+            from aion_assets.search.artifacts import load_index_from_lake
+
             self._similarity_index = load_index_from_lake(self.lake, image_similarity_index_dir(self._image_encoder_id))
         return self._similarity_index
 
     def encode_query(self, text: str) -> np.ndarray:
         import torch
 
+        from aion_assets.encoders.text import load_query_text_encoder
+        from aion_assets.search.artifacts import load_heads_from_lake
+        from aion_assets.search.training import embed_texts
+
         if self._heads is None:
             self._heads = load_heads_from_lake(self.lake, self.model_version)
-            self._text = load_text_encoder(self._text_encoder_spec)
+            self._text = load_query_text_encoder(self._text_encoder_spec)
         # One short sentence gains nothing from intra-op threads, and OpenMP's spinning workers make it ~40x
         # slower whenever another process holds a core (measured: 13 ms on one thread, 0.5 s on two).
         threads = torch.get_num_threads()
@@ -76,13 +88,15 @@ class SearchService:
     @classmethod
     def from_environment(cls, model_version: int | None = None) -> SearchService:
         """The service over the configured stack and models (what the CLI uses)."""
-        from aion_assets.encoders.resources import image_encoder_id
+        # encoders.image, not encoders.resources (the same id): the latter imports dagster.
+        from aion_assets.encoders.image import canonical_image_encoder
+        from aion_assets.platform.layout import encoder_artifact_id
         from aion_assets.platform.settings import get_settings
         from aion_assets.platform.warehouse import stack_warehouse
 
         settings = get_settings()
-        return cls(stack_warehouse(), settings.text_encoder,
-                   image_encoder_id(settings.image_encoder, settings.image_precision), model_version)
+        image_id = encoder_artifact_id(canonical_image_encoder(settings.image_encoder), settings.image_precision)
+        return cls(stack_warehouse(), settings.text_encoder, image_id, model_version)
 
     def search(self, text: str, k: int = 10, release: str | None = None) -> pl.DataFrame:
         if not text.strip():

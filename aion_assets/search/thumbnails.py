@@ -30,3 +30,29 @@ def result_images(lake: Lake, warehouse: Warehouse, results: pl.DataFrame) -> li
             shards[key] = lake.read_array(*shard_dir(key.release, key.shard), "rgb.npy", mmap=True)
         images.append(np.asarray(shards[key][row["row"]]))
     return images
+
+
+def result_labels(warehouse: Warehouse, results: pl.DataFrame) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """Published labels (name, value) per result (release, object_id); none where no release publishes any."""
+    if results.is_empty() or "labels" not in warehouse.tables():
+        return {}
+    found = warehouse.query(
+        "SELECT release, object_id, name, value FROM labels WHERE list_contains(?, object_id) ORDER BY name",
+        [results["object_id"].to_list()])
+    wanted = set(zip(results["release"].to_list(), results["object_id"].to_list()))
+    labels: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for row in found.iter_rows(named=True):
+        key = (row["release"], row["object_id"])
+        if key in wanted:
+            labels.setdefault(key, []).append((row["name"], row["value"]))
+    return labels
+
+
+def result_captions(warehouse: Warehouse, results: pl.DataFrame) -> list[str]:
+    """One gallery caption per result row: rank, score, release, object id and its labels."""
+    from aion_assets.search.gallery import result_caption
+
+    labels = result_labels(warehouse, results)
+    return [result_caption(row["rank"], row["score"], row["release"], row["object_id"],
+                           labels.get((row["release"], row["object_id"]), []))
+            for row in results.iter_rows(named=True)]
