@@ -64,7 +64,8 @@ def test_sensor_adds_partitions_requests_runs_and_skips_the_broken_release(
     first = _tick(instance)
     keys = ["gz1-sdss|0000", "gz1-sdss|0001", "spacewarps-cfhtls|0000"]
     assert [r.partition_key for r in first.run_requests] == keys
-    assert first.dynamic_partitions_requests[0].partition_keys == keys
+    # The registration (the same function as `aion materialize`) wrote the partitions to the instance itself.
+    assert not first.dynamic_partitions_requests
     assert sorted(instance.get_dynamic_partitions("release_shards")) == keys
     assert all(r.asset_selection == [dg.AssetKey("raw_cutouts")] for r in first.run_requests)
     assert len({r.run_key for r in first.run_requests}) == 3
@@ -120,12 +121,29 @@ def test_daily_schedule_requests_what_the_lake_lacks(
 
 def test_register_release_partitions_for_the_cli(watched: Path) -> None:
     instance = dg.DagsterInstance.ephemeral()
-    messages: list[str] = []
-    keys = register_release_partitions(instance, watched, log=messages.append)
-    assert keys == ["gz1-sdss|0000", "gz1-sdss|0001", "spacewarps-cfhtls|0000"]
+    registration = register_release_partitions(instance, watched)
+    keys = ["gz1-sdss|0000", "gz1-sdss|0001", "spacewarps-cfhtls|0000"]
+    assert registration.keys == registration.added == keys
     assert sorted(instance.get_dynamic_partitions("release_shards")) == keys
-    assert any("gz-decals-rings" in m for m in messages)
-    assert register_release_partitions(instance, watched) == keys  # idempotent
+    assert any("gz-decals-rings" in line for line in registration.report_lines())
+    again = register_release_partitions(instance, watched)
+    assert again.keys == keys and again.added == []  # idempotent: nothing new the second time
+
+
+def test_sensor_retires_a_vanished_release_with_the_cli_s_registration(watched: Path) -> None:
+    """The daemon path does what `aion materialize` does: the release's partitions go, its cursor entry too
+    (so a release that comes back is ingested again), one warning names it."""
+    import shutil
+
+    SENSOR_LOG.lines.clear()
+    instance = dg.DagsterInstance.ephemeral()
+    first = _tick(instance)
+    shutil.rmtree(watched / "spacewarps-cfhtls")
+    after = _tick(instance, first.cursor)
+    assert sorted(instance.get_dynamic_partitions("release_shards")) == ["gz1-sdss|0000", "gz1-sdss|0001"]
+    assert "spacewarps-cfhtls" not in json.loads(after.cursor)["releases"]
+    retired = [line for line in SENSOR_LOG.lines if "retired release 'spacewarps-cfhtls'" in line]
+    assert len(retired) == 1 and retired[0].startswith("WARNING")
 
 
 def test_releases_command_lists_ok_and_broken(watched: Path) -> None:
@@ -156,7 +174,7 @@ def test_first_tick_after_an_ingest_requests_nothing(aion_home, copy_release, tm
     copy_release("spacewarps-cfhtls", limit=6)
     monkeypatch.setenv("AION_RELEASES_DIR", str(tmp_path / "releases"))
     with dg.DagsterInstance.ephemeral() as instance:
-        keys = register_release_partitions(instance, tmp_path / "releases")
+        keys = register_release_partitions(instance, tmp_path / "releases").keys
         with dg.build_sensor_context(instance=instance, resources=platform_resources()) as context:
             before = release_sensor(context)
         assert [r.partition_key for r in before.run_requests] == keys  # nothing ingested yet: all requested

@@ -59,6 +59,7 @@ class Release:
 class SkippedRelease:
     folder: str
     reason: str
+    release: str | None = None  # the name it claims, when its manifest names one (else the folder's name)
 
 
 @dataclass
@@ -79,6 +80,15 @@ class ReleasePlan:
     @property
     def all_keys(self) -> list[str]:
         return sorted(self.fingerprints)
+
+    @property
+    def present_names(self) -> set[str]:
+        """Every release a folder in the watched folder still holds, broken ones included: a broken release is
+        waiting for a repair, not gone."""
+        names = {release.name for release in self.releases}
+        for skipped in self.skipped:
+            names |= {skipped.folder, skipped.release or skipped.folder}
+        return names
 
 
 # -- configuration -------------------------------------------------------------------------------------------------
@@ -284,11 +294,12 @@ def plan_release_updates(
         try:
             release = load_release(folder, shard_size)
         except ReleaseError as error:
-            plan.skipped.append(SkippedRelease(folder.name, str(error)))
+            plan.skipped.append(SkippedRelease(folder.name, str(error), error.release))
             continue
         if release.name in seen:
             plan.skipped.append(SkippedRelease(
-                folder.name, f"release {release.name!r} is already provided by folder {seen[release.name]!r}"))
+                folder.name, f"release {release.name!r} is already provided by folder {seen[release.name]!r}",
+                release.name))
             continue
         seen[release.name] = folder.name
         plan.releases.append(release)

@@ -1,16 +1,22 @@
-"""The watched folder drives ingestion: a sensor (every minute), a daily schedule, and a helper for the CLI.
+"""The watched folder drives ingestion: a sensor (every minute), a daily schedule, and `aion materialize` /
+`aion demo` on the command line.
 
-All three plan through :func:`aion_assets.cutouts.releases.plan_release_updates`, so they agree on partitions.
+All of them register partitions through one function, :func:`register_release_partitions`: it adds the
+partitions of every valid release and retires every release whose folder vanished (its partitions deleted from
+the instance, its lake files moved under ``lake/retired/``: see cutouts/retirement.py), so the daemon's path and
+the CLI's path agree on which partitions exist and which rows are served.
 """
 
 import json
-from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
 from aion_assets.cutouts.assets import raw_cutouts
 from aion_assets.cutouts.ingest import clear_release_rejection, ingested_fingerprints, record_release_rejection
 from aion_assets.cutouts.releases import ReleasePlan, plan_release_updates
+from aion_assets.cutouts.retirement import RetiredRelease, releases_in_lake, retire_release_files
 from aion_assets.platform.layout import ShardKey
 from aion_assets.platform.partitions import release_shards
 from aion_assets.platform.resources import LakeResource, ReleasesResource, WarehouseResource
@@ -48,6 +54,93 @@ def _existing_keys(instance: dg.DagsterInstance) -> set[str]:
     return set(instance.get_dynamic_partitions(release_shards.name))
 
 
+@dataclass
+class ReleaseRegistration:
+    """What one registration of the watched folder did."""
+
+    releases_dir: Path | None
+    plan: ReleasePlan = field(default_factory=ReleasePlan)
+    added: list[str] = field(default_factory=list)  # partitions that did not exist before
+    retired: list[RetiredRelease] = field(default_factory=list)
+    problem: str | None = None  # why nothing was registered (no watched folder)
+
+    @property
+    def keys(self) -> list[str]:
+        """Every valid release's partition keys (new or already present), sorted."""
+        return self.plan.all_keys
+
+    def report_lines(self) -> list[str]:
+        """One line per thing a user must know: the missing folder, each broken release, each retired one."""
+        lines = [self.problem] if self.problem else []
+        lines += [f"skipping release folder {s.folder!r}: {s.reason}" for s in self.plan.skipped]
+        return lines + [r.report_line(self.releases_dir) for r in self.retired]
+
+
+def _keys_by_release(keys: set[str]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for key in sorted(keys):
+        try:
+            grouped.setdefault(ShardKey.parse(key).release, []).append(key)
+        except ValueError:
+            continue  # not a shard key (added by hand): not ours to retire
+    return grouped
+
+
+def _retire_vanished(
+    instance: dg.DagsterInstance, root: Path, plan: ReleasePlan, existing: set[str], warehouse: Warehouse
+) -> list[RetiredRelease]:
+    """Retire every release that has partitions or lake files but no folder any more (a broken folder counts as
+    present: it waits for a repair)."""
+    if not plan.releases and not plan.skipped:
+        return []  # an empty watched folder is likelier an unmounted volume than every release withdrawn
+    keys_by_release = _keys_by_release(existing)
+    vanished = (set(keys_by_release) | releases_in_lake(warehouse.lake)) - plan.present_names
+    retired: list[RetiredRelease] = []
+    for release in sorted(vanished):
+        keys = keys_by_release.get(release, [])
+        reason = f"no folder in {root} holds release {release!r} any more"
+        # Files first, partitions last: an interrupted retirement still has its partitions, so it is found and
+        # finished by the next registration.
+        retired.append(retire_release_files(warehouse.lake, warehouse, release, keys, reason))
+        for key in keys:
+            instance.delete_dynamic_partition(release_shards.name, key)
+    return retired
+
+
+def register_release_partitions(
+    instance: dg.DagsterInstance,
+    releases_dir: Path | None = None,
+    warehouse: Warehouse | None = None,
+    known: dict[str, str] | None = None,
+) -> ReleaseRegistration:
+    """The one registration of the watched folder, for the sensor, the schedule, `aion materialize` and `aion demo`.
+
+    Adds the partitions of every valid release, retires every vanished one, and plans runs against ``known``
+    (what was requested or ingested before; empty: every shard). Partitions are written straight to the
+    instance, so the run requests a caller builds from ``plan.runs`` always resolve. Broken releases are left
+    out and listed in ``plan.skipped``. ``releases_dir`` defaults to the settings' AION_RELEASES_DIR and
+    ``warehouse`` (with its lake) to the configured stack's.
+    """
+    from aion_assets.platform.settings import default_releases_dir
+    from aion_assets.platform.warehouse import stack_warehouse
+
+    root = releases_dir if releases_dir is not None else default_releases_dir()
+    if problem := _folder_problem(root):
+        return ReleaseRegistration(root, problem=problem)
+    warehouse = warehouse or stack_warehouse()
+    existing = _existing_keys(instance)
+    plan = plan_release_updates(root, known or {}, existing_keys=existing)
+    retired = _retire_vanished(instance, root, plan, existing, warehouse)
+    if plan.add_keys:
+        instance.add_dynamic_partitions(release_shards.name, plan.add_keys)
+    return ReleaseRegistration(root, plan, list(plan.add_keys), retired)
+
+
+def _release_of(known_entry: str) -> str:
+    """A sensor cursor entry is a partition key (first tick, from the lake) or a release name."""
+    return ShardKey.parse(known_entry).release if ShardKey.SEPARATOR in known_entry else known_entry
+
+
 def _report_skipped(plan: ReleasePlan, log, warehouse: Warehouse | None, already: dict[str, str]) -> dict[str, str]:
     """Warn about every broken release; write its quarantine row only when its reason is new (no lock per tick)."""
     broken: dict[str, str] = {}
@@ -68,7 +161,8 @@ def _report_skipped(plan: ReleasePlan, log, warehouse: Warehouse | None, already
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Finds new or changed release folders, adds their shard partitions and requests their runs; "
-                "a broken release is skipped with its reason (here and in the quarantine table).",
+                "a broken release is skipped with its reason (here and in the quarantine table); a release whose "
+                "folder vanished is retired (partitions removed, lake files kept under lake/retired/).",
 )
 def release_sensor(
     context: dg.SensorEvaluationContext, releases: ReleasesResource, warehouse: WarehouseResource,
@@ -81,8 +175,13 @@ def release_sensor(
     # First tick: start from what the lake already holds (e.g. after `aion demo`), so a sensor switched on
     # later does not ingest every release again.
     known: dict[str, str] = state["releases"] if "releases" in state else ingested_fingerprints(lake.get())
-    plan = plan_release_updates(root, known, existing_keys=_existing_keys(context.instance))
     store = warehouse.get()
+    registration = register_release_partitions(context.instance, root, store, known=known)
+    plan = registration.plan
+    for retired in registration.retired:
+        context.log.warning(retired.report_line(root))
+    gone = {retired.release for retired in registration.retired}
+    known = {entry: fingerprint for entry, fingerprint in known.items() if _release_of(entry) not in gone}
     broken = _report_skipped(plan, context.log, store, state.get("broken", {}))
     changed = {ShardKey.parse(run.partition_key).release for run in plan.runs}
     # A repaired release: drop its release-level quarantine row (recorded under the folder name while broken).
@@ -97,18 +196,11 @@ def release_sensor(
     skipped_note = "; ".join(f"{s.folder}: {s.reason}" for s in plan.skipped)
     if not runs:
         reason = "no new or changed release" + (f" (skipped broken: {skipped_note})" if skipped_note else "")
-        return dg.SensorResult(
-            skip_reason=reason,
-            cursor=cursor,
-            dynamic_partitions_requests=[release_shards.build_add_request(plan.add_keys)] if plan.add_keys else None,
-        )
+        return dg.SensorResult(skip_reason=reason, cursor=cursor)
     context.log.info(f"{len(runs)} shard run(s) for release(s) {', '.join(sorted(changed))}; "
-                     f"{len(plan.add_keys)} new partition(s)")
-    return dg.SensorResult(
-        run_requests=runs,
-        dynamic_partitions_requests=[release_shards.build_add_request(plan.add_keys)] if plan.add_keys else [],
-        cursor=cursor,
-    )
+                     f"{len(registration.added)} new partition(s)")
+    # The partitions are in the instance already (the registration wrote them), so no partition requests here.
+    return dg.SensorResult(run_requests=runs, cursor=cursor)
 
 
 @dg.schedule(
@@ -127,36 +219,13 @@ def daily_release_check(
     if problem := _folder_problem(root):
         return dg.SkipReason(problem)
     # What the lake holds (completion markers), not what was requested: a failed run is retried here.
-    plan = plan_release_updates(root, ingested_fingerprints(lake.get()), existing_keys=_existing_keys(context.instance))
-    _report_skipped(plan, context.log, warehouse.get(), {})
-    if plan.add_keys:
-        # Schedules cannot carry partition requests; add them directly so the run requests resolve.
-        context.instance.add_dynamic_partitions(release_shards.name, plan.add_keys)
-    runs = _run_requests(plan)
+    store = warehouse.get()
+    registration = register_release_partitions(context.instance, root, store, known=ingested_fingerprints(lake.get()))
+    for retired in registration.retired:
+        context.log.warning(retired.report_line(root))
+    _report_skipped(registration.plan, context.log, store, {})
+    runs = _run_requests(registration.plan)
     if not runs:
         return dg.SkipReason("every release shard is ingested at its current content")
     return runs
 
-
-def register_release_partitions(
-    instance: dg.DagsterInstance, releases_dir=None, log: Callable[[str], None] | None = None
-) -> list[str]:
-    """Add the partitions of every valid release in the watched folder (for `aion demo`, no daemon needed).
-
-    Returns every valid release's partition keys (new or already present), sorted; broken releases are
-    reported through ``log`` and left out.
-    """
-    from aion_assets.platform.settings import default_releases_dir
-
-    root = releases_dir if releases_dir is not None else default_releases_dir()
-    if root is None:
-        if log:
-            log(NO_FOLDER)
-        return []
-    plan = plan_release_updates(root, {}, existing_keys=_existing_keys(instance))
-    for skipped in plan.skipped:
-        if log:
-            log(f"skipping release folder {skipped.folder!r}: {skipped.reason}")
-    if plan.add_keys:
-        instance.add_dynamic_partitions(release_shards.name, plan.add_keys)
-    return plan.all_keys
