@@ -13,13 +13,26 @@ so the UI shows them.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
+from dagster._core.utils import make_new_run_id  # the id must be known before the run, to end it if interrupted
 
 from aion_assets.platform.instance import apply_pool_limits, ensure_dagster_home
+from aion_assets.platform.recovery import (
+    OWNER_HOST_TAG,
+    current_owner,
+    owner_from_tags,
+    owner_is_alive,
+    raise_keyboard_interrupt_on_sigterm,
+)
 from aion_assets.platform.settings import get_settings
+
+# A run in these states still claims to be running; if its owner is gone, nobody will ever end it.
+UNFINISHED_STATUSES = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+                       dg.DagsterRunStatus.CANCELING]
 
 
 @dataclass
@@ -40,6 +53,69 @@ def stack_instance() -> dg.DagsterInstance:
     return instance
 
 
+def recover_dead_runs(instance: dg.DagsterInstance, progress: Callable[[str], None] = print) -> list[str]:
+    """Fail every unfinished CLI run whose owning process is gone and give back its pool slots; give back the
+    slots any finished run still holds. Returns the run ids failed. Runs a live process owns, and runs without
+    the owner tags (the UI's, the daemon's), are left alone."""
+    failed: list[str] = []
+    unfinished = instance.get_runs(
+        filters=dg.RunsFilter(statuses=UNFINISHED_STATUSES, tags={OWNER_HOST_TAG: current_owner().host}))
+    for run in unfinished:
+        owner = owner_from_tags(run.tags)
+        if owner is None or owner_is_alive(owner):
+            continue
+        instance.report_run_failed(run, message=f"run's process (pid {owner.pid} on {owner.host}) is gone: "
+                                                "killed or crashed; marked failed by the next aion run")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        progress(f"run {run.run_id} was left unfinished by a killed process (pid {owner.pid}): marked failed, "
+                 "its pool slots freed")
+        failed.append(run.run_id)
+    _free_slots_of_finished_runs(instance)
+    return failed
+
+
+def _free_slots_of_finished_runs(instance: dg.DagsterInstance) -> None:
+    """A finished (or deleted) run never needs a slot again; one still held would block its pool for good."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return
+    for run_id in storage.get_concurrency_run_ids():
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            storage.free_concurrency_slots_for_run(run_id)
+
+
+def _end_interrupted_run(instance: dg.DagsterInstance, run_id: str, reason: BaseException) -> None:
+    """The run this process was executing when it was interrupted: failed (unless Dagster already ended it),
+    its slots freed, so nothing is left held when the process exits."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None and not run.is_finished:
+        instance.report_run_failed(run, message=f"interrupted ({type(reason).__name__}): the aion process stopped")
+    instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+
+
+def read_op_config(path: str | None) -> dict[str, dict] | None:
+    """`--config-file`: a YAML (or JSON, which YAML reads) mapping of asset name to its run config."""
+    if path is None:
+        return None
+    import yaml
+
+    with open(path) as handle:
+        config = yaml.safe_load(handle) or {}
+    if not isinstance(config, dict) or not all(isinstance(value, dict) for value in config.values()):
+        raise ValueError(f"{path}: expected a mapping of asset name to its config")
+    return config
+
+
+def _was_interrupted(result: dg.ExecuteInProcessResult) -> bool:
+    """Whether the run failed because this process received SIGINT/SIGTERM (not because a step failed)."""
+    from dagster._core.events import RunFailureReason
+
+    failure = next((event for event in result.all_events if event.is_run_failure), None)
+    data = failure.event_specific_data if failure is not None else None
+    return getattr(data, "failure_reason", None) == RunFailureReason.UNEXPECTED_TERMINATION
+
+
 def plan_runs(defs: dg.Definitions, selection: str) -> list[list[dg.AssetKey]]:
     """Selected asset keys in topological order, cut into stretches that share a partitions definition."""
     graph = defs.resolve_asset_graph()
@@ -58,6 +134,20 @@ def plan_runs(defs: dg.Definitions, selection: str) -> list[list[dg.AssetKey]]:
     return stretches
 
 
+def unknown_partition_keys(
+    defs: dg.Definitions, selection: str, instance: dg.DagsterInstance, partition_keys: Sequence[str]
+) -> list[str]:
+    """The requested keys that no partitioned asset of the selection has (all of them when none is partitioned):
+    checked before any run, so a typo is one line instead of a failed run's traceback."""
+    graph = defs.resolve_asset_graph()
+    known: set[str] = set()
+    for stretch in plan_runs(defs, selection):
+        partitions_def = graph.get(stretch[0]).partitions_def
+        if partitions_def is not None:
+            known |= set(partitions_def.get_partition_keys(dynamic_partitions_store=instance))
+    return [key for key in partition_keys if key not in known]
+
+
 def materialize(
     defs: dg.Definitions,
     selection: str,
@@ -73,8 +163,12 @@ def materialize(
     A failed run does not stop the other partitions of its stretch, but nothing downstream of a failed stretch
     runs: later assets would otherwise be built from partial inputs. Earlier results stay as they were.
     """
+    if threading.current_thread() is threading.main_thread():
+        raise_keyboard_interrupt_on_sigterm()
+    recover_dead_runs(instance, progress)
     graph = defs.resolve_asset_graph()
     job = defs.resolve_implicit_global_asset_job_def()
+    owner_tags = current_owner().as_tags()
     summaries: list[RunSummary] = []
     for stretch in plan_runs(defs, selection):
         partitions_def = graph.get(stretch[0]).partitions_def
@@ -94,10 +188,18 @@ def materialize(
         for index, partition_key in enumerate(keys, start=1):
             label = f" [{partition_key}] ({index}/{len(keys)})" if partition_key else ""
             progress(f"materializing {', '.join(names)}{label}")
-            result = job.execute_in_process(
-                instance=instance, asset_selection=stretch, partition_key=partition_key,
-                raise_on_error=raise_on_error, run_config=run_config,
-            )
+            run_id = make_new_run_id()
+            try:
+                result = job.execute_in_process(
+                    instance=instance, asset_selection=stretch, partition_key=partition_key,
+                    raise_on_error=raise_on_error, run_config=run_config, run_id=run_id, tags=owner_tags,
+                )
+            except BaseException as error:  # Ctrl-C, SIGTERM, or raise_on_error: never leave the run STARTED
+                _end_interrupted_run(instance, run_id, error)
+                raise
+            if _was_interrupted(result):  # Dagster turned Ctrl-C/SIGTERM into a run failure: stop here too
+                _end_interrupted_run(instance, run_id, KeyboardInterrupt())
+                raise KeyboardInterrupt
             summaries.append(RunSummary(names, partition_key, result.success, result.run_id))
             if not result.success:
                 progress(f"  failed: run {result.run_id} (its logs: the Dagster UI, or `dagster run logs`)")

@@ -67,7 +67,8 @@ def embed(limit: int, batch_size: int | None, as_json: bool) -> None:
     lake, warehouse = _stack()
     keys = sorted({ShardKey(*path.split("/")[1:3]) for path in lake.iter_files("cutouts/*/*/rgb.npy")})
     if not keys:
-        click.echo("no ingested cutouts: run `aion materialize group:cutouts` first", err=True)
+        click.echo("no ingested cutouts: run `aion materialize group:cutouts` first (it registers and ingests the "
+                   "releases in AION_RELEASES_DIR)", err=True)
         sys.exit(2)
     settings = get_settings()
     encoder = load_image_encoder(settings.image_encoder, bf16=settings.image_precision == "bf16")
@@ -119,6 +120,102 @@ def vlm(latency: float, n: int, as_json: bool) -> None:
 
     figures = bench_vlm(latency_s=latency, n=n)
     _report("vlm", figures, [(metric, value, unit) for _, metric, value, unit in bench_rows(figures)], as_json)
+
+
+@bench.command()
+@click.option("--objects", default=120, show_default=True, help="Objects copied from each release (a small demo).")
+@click.option("--json", "as_json", is_flag=True)
+def recover(objects: int, as_json: bool) -> None:
+    """Seconds from `kill -9` of a demo (while image_base_embeddings holds the gpu slot) to the next demo's first
+    step, and that resumed demo's wall time beside an uninterrupted one's (scratch stacks; tiny training)."""
+    import tempfile
+    from pathlib import Path
+
+    releases_dir = get_settings().releases_dir
+    if releases_dir is None:
+        click.echo("no release folder: set AION_RELEASES_DIR", err=True)
+        sys.exit(2)
+    with tempfile.TemporaryDirectory(prefix="aion-bench-recover-") as scratch:
+        figures = _bench_recover(releases_dir, Path(scratch), objects)
+    _report("recover", figures, [
+        ("kill_to_next_first_step_s", figures["kill_to_next_first_step_s"], "s"),
+        ("resumed_demo_wall_s", figures["resumed_demo_wall_s"], "s"),
+        ("uninterrupted_demo_wall_s", figures["uninterrupted_demo_wall_s"], "s"),
+        ("resumed_over_uninterrupted", figures["resumed_over_uninterrupted"], "ratio"),
+    ], as_json)
+
+
+# A tiny training set-up: the benchmark measures recovery, not training.
+BENCH_TRAINING = {"seeds": [0], "epochs": 4, "batch_size": 32, "hidden_dim": 128, "out_dim": 64}
+
+
+def _bench_recover(releases_dir, scratch, objects: int) -> dict:
+    import shutil
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    import dagster as dg
+    import polars as pl
+
+    from aion_assets.platform.settings import isolated_stack_env
+
+    releases = scratch / "releases"
+    for source in sorted(path for path in releases_dir.iterdir() if (path / "catalog.csv").is_file()):
+        target = releases / source.name
+        (target / "images").mkdir(parents=True)
+        catalog = pl.read_csv(source / "catalog.csv", infer_schema_length=0).head(objects)
+        for image in catalog["image"]:
+            shutil.copyfile(source / image, target / image)
+        catalog.write_csv(target / "catalog.csv")
+        shutil.copyfile(source / "manifest.json", target / "manifest.json")
+    config_file = scratch / "tiny.json"
+    config_file.write_text(json.dumps({"alignment_model": BENCH_TRAINING}))
+    aion = [str(Path(sys.executable).parent / "aion"), "demo", "--config-file", str(config_file)]
+
+    def env(home: str) -> dict[str, str]:
+        return isolated_stack_env(AION_HOME=str(scratch / home), AION_RELEASES_DIR=str(releases))
+
+    def demo(home: str) -> subprocess.Popen:
+        return subprocess.Popen(aion, env=env(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait_for(found, timeout_s: float = 600.0):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if value := found():
+                return value
+            time.sleep(0.05)
+        raise click.ClickException("timed out: see the scratch stack's runs")
+
+    started = time.perf_counter()
+    if demo("uninterrupted").wait() != 0:
+        raise click.ClickException("the uninterrupted demo failed")
+    uninterrupted_s = time.perf_counter() - started
+
+    victim = demo("killed")
+    instance_yaml = scratch / "killed" / "dagster" / "dagster.yaml"
+    wait_for(instance_yaml.exists)
+    instance = dg.DagsterInstance.from_config(str(instance_yaml.parent))
+    wait_for(lambda: instance.event_log_storage.get_concurrency_info("gpu").claimed_slots)
+    victim.send_signal(signal.SIGKILL)
+    killed_at = time.perf_counter()
+    victim.wait()
+    runs_before = {run.run_id for run in instance.get_runs()}
+    resumed = demo("killed")
+
+    def first_step_of_new_run() -> bool:
+        return any(instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+                   for run in instance.get_runs() if run.run_id not in runs_before)
+
+    wait_for(first_step_of_new_run)
+    first_step_s = time.perf_counter() - killed_at
+    if resumed.wait() != 0:
+        raise click.ClickException("the resumed demo failed")
+    resumed_s = time.perf_counter() - killed_at
+    return {"objects_per_release": objects, "kill_to_next_first_step_s": first_step_s,
+            "resumed_demo_wall_s": resumed_s, "uninterrupted_demo_wall_s": uninterrupted_s,
+            "resumed_over_uninterrupted": resumed_s / uninterrupted_s}
 
 
 commands = [bench]

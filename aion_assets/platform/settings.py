@@ -293,3 +293,10 @@ def subprocess_env(settings: AionSettings | None = None) -> dict[str, str]:
     the one this process writes runs to, plus the offline model hub."""
     settings = settings or get_settings()
     return {**OFFLINE_HUB, **os.environ, "DAGSTER_HOME": str(settings.dagster_home)}
+
+
+def isolated_stack_env(**overrides: str) -> dict[str, str]:
+    """The environment of a child process that runs a stack of its own (a benchmark's scratch demo): this one's
+    less every setting's variable, so nothing of the user's stack leaks in, plus ``overrides``."""
+    kept = {name: value for name, value in os.environ.items() if name not in KNOWN_VARIABLES}
+    return {**OFFLINE_HUB, **kept, **overrides}

@@ -1,0 +1,217 @@
+"""A killed `aion demo` never hangs the next one: real processes killed (SIGKILL, SIGTERM, SIGINT) in ingestion,
+while image_base_embeddings holds the `gpu` slot, and in training; each next run starts at once, fails the dead
+run, frees its slots, and the last one ends with exactly what an uninterrupted demo makes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+
+from aion_assets.platform.recovery import OWNER_PID_TAG, ProcessOwner, current_owner, owner_is_alive
+
+TINY_TRAINING = {"seeds": [0], "epochs": 4, "batch_size": 32, "hidden_dim": 128, "out_dim": 64}
+STARTS_WITHIN_S = 60.0  # a hung run never starts; a healthy one starts in seconds (imports included, 2 busy cores)
+
+
+def _subset(source: Path, target: Path, object_ids: set[str]) -> None:
+    (target / "images").mkdir(parents=True)
+    catalog = pl.read_csv(source / "catalog.csv", infer_schema_length=0).filter(pl.col("object_id").is_in(object_ids))
+    for image in catalog["image"]:
+        shutil.copyfile(source / image, target / image)
+    catalog.write_csv(target / "catalog.csv")
+    shutil.copyfile(source / "manifest.json", target / "manifest.json")
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory, sample_releases: Path, shared_data: Path) -> Path:
+    """Two small releases: gz1-sdss objects with recorded descriptions (to train on) and labelled ones (to
+    evaluate), and a few rings; several partitions each."""
+    recorded = [json.loads(line) for line in (shared_data / "descriptions" / "recorded_descriptions.jsonl").open()]
+    described = {r["object_id"] for r in recorded if r["release"] == "gz1-sdss"}
+    gz1 = pl.read_csv(sample_releases / "gz1-sdss" / "catalog.csv", infer_schema_length=0)
+    keep = set(gz1.filter(pl.col("object_id").is_in(described))["object_id"].head(70).to_list())
+    for cls in ("merger", "spiral_clockwise", "edge_on", "elliptical"):
+        keep |= set(gz1.filter(pl.col("gz1_class") == cls)["object_id"].head(10).to_list())
+    root = tmp_path_factory.mktemp("recovery-releases")
+    _subset(sample_releases / "gz1-sdss", root / "gz1-sdss", keep)
+    rings = pl.read_csv(sample_releases / "gz-decals-rings" / "catalog.csv", infer_schema_length=0)["object_id"]
+    _subset(sample_releases / "gz-decals-rings", root / "gz-decals-rings", set(rings.head(30).to_list()))
+    return root
+
+
+class Stack:
+    """One AION_HOME driven through the real CLI in subprocesses."""
+
+    def __init__(self, home: Path, releases: Path, config_file: Path) -> None:
+        self.home = home
+        self.config_file = config_file
+        self.env = {name: value for name, value in os.environ.items()
+                    if not name.startswith(("AION_", "DAGSTER_", "MLFLOW_", "ANTHROPIC_"))}
+        self.env |= {"AION_HOME": str(home), "AION_RELEASES_DIR": str(releases), "AION_SHARD_SIZE": "50",
+                     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        self._instance: dg.DagsterInstance | None = None
+
+    def start_demo(self) -> subprocess.Popen:
+        log = (self.home.parent / f"{self.home.name}-{time.monotonic_ns()}.log").open("w")
+        return subprocess.Popen([str(Path(sys.executable).parent / "aion"), "demo", "--config-file",
+                                 str(self.config_file)], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    @property
+    def instance(self) -> dg.DagsterInstance:
+        if self._instance is None:
+            self._instance = dg.DagsterInstance.from_config(str(self.home / "dagster"))
+        return self._instance
+
+    def exists(self) -> bool:
+        return (self.home / "dagster" / "storage").is_dir()
+
+    def run_ids(self) -> set[str]:
+        return {run.run_id for run in self.instance.get_runs()} if self.exists() else set()
+
+    def started_step(self, step_key: str, runs_before: set[str] = frozenset()) -> str | None:
+        """The id of a new run that has started ``step_key``, if any."""
+        if not self.exists():
+            return None
+        for run in self.instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+            if run.run_id in runs_before:
+                continue
+            events = self.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+            if any(event.step_key == step_key for event in events):
+                return run.run_id
+        return None
+
+    def first_step_of_new_run(self, runs_before: set[str]) -> str | None:
+        for run in self.instance.get_runs():
+            if run.run_id not in runs_before and self.instance.all_logs(
+                    run.run_id, of_type=dg.DagsterEventType.STEP_START):
+                return run.run_id
+        return None
+
+    def gpu_holders(self) -> set[str]:
+        return {slot.run_id for slot in self.instance.event_log_storage.get_concurrency_info("gpu").claimed_slots}
+
+    def slot_holders(self) -> set[str]:
+        return set(self.instance.event_log_storage.get_concurrency_run_ids())
+
+    def outcome(self) -> dict:
+        """What a demo leaves: cutouts rows, every embeddings array's row count (version ids folded), figures."""
+        from aion_assets.platform.lake import Lake
+        from aion_assets.platform.warehouse import Warehouse
+
+        lake_root = self.home / "lake"
+        warehouse = Warehouse(self.home / "warehouse.duckdb", Lake(str(lake_root)))
+        arrays = {re.sub(r"/v\d+/", "/vN/", str(path.relative_to(lake_root))): len(np.load(path, mmap_mode="r"))
+                  for path in sorted((lake_root / "embeddings").rglob("*.npy"))}
+        figures = warehouse.query("SELECT target, pool, method, metric, round(value, 6) AS value, n_relevant, "
+                                  "pool_size FROM eval_results WHERE model_version = (SELECT max(model_version) "
+                                  "FROM eval_results) ORDER BY ALL")
+        return {"cutouts": warehouse.query("SELECT count(*) AS n FROM cutouts")["n"][0], "arrays": arrays,
+                "figures": figures.to_dicts()}
+
+
+def _wait_for(found: Callable[[], object], timeout_s: float, what: str, process: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = found()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the demo ended (exit {process.returncode}) before {what}")
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def stacks(tmp_path_factory, releases: Path) -> tuple[Stack, Stack]:
+    root = tmp_path_factory.mktemp("recovery")
+    config_file = root / "tiny.json"
+    config_file.write_text(json.dumps({"alignment_model": TINY_TRAINING}))
+    return Stack(root / "uninterrupted", releases, config_file), Stack(root / "killed", releases, config_file)
+
+
+def _kill_during(stack: Stack, step_key: str, signo: int, holding_gpu: bool = False) -> str:
+    """Start a demo, wait until its run has started ``step_key`` (and holds the gpu slot), send ``signo``; the
+    id of the run it left behind."""
+    before = stack.run_ids()
+    started = time.monotonic()
+    demo = stack.start_demo()
+    if before:  # a run was killed before this one: this one must not hang behind it
+        _wait_for(lambda: stack.first_step_of_new_run(before), STARTS_WITHIN_S, "the first step", demo)
+        assert time.monotonic() - started < STARTS_WITHIN_S
+    run_id = _wait_for(lambda: stack.started_step(step_key, before), 240, f"{step_key} to start", demo)
+    if holding_gpu:
+        _wait_for(lambda: run_id in stack.gpu_holders(), 60, f"{step_key} to hold the gpu slot", demo)
+    demo.send_signal(signo)
+    exit_code = demo.wait(timeout=15)  # SIGTERM and SIGINT stop the CLI within seconds, not after more partitions
+    assert exit_code != 0
+    return run_id
+
+
+def test_killed_runs_are_failed_and_freed_and_the_result_is_unchanged(stacks: tuple[Stack, Stack]) -> None:
+    uninterrupted, killed = stacks
+    demo = uninterrupted.start_demo()
+    assert demo.wait(timeout=600) == 0
+    expected = uninterrupted.outcome()
+    assert expected["cutouts"] > 0 and expected["arrays"] and expected["figures"]
+
+    kills = [("raw_cutouts", signal.SIGKILL, False), ("image_base_embeddings", signal.SIGKILL, True),
+             ("image_base_embeddings", signal.SIGTERM, True), ("alignment_model", signal.SIGINT, False)]
+    dead_runs: list[tuple[str, int]] = []
+    for step_key, signo, holding_gpu in kills:
+        dead_runs.append((_kill_during(killed, step_key, signo, holding_gpu), signo))
+        run_id, _ = dead_runs[-1]
+        if signo != signal.SIGKILL:  # the process itself ended its run on the way out
+            assert killed.instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+            assert run_id not in killed.slot_holders()
+        elif holding_gpu:  # nothing could end it: it still holds the slot until the next run frees it
+            assert run_id in killed.gpu_holders()
+
+    before = killed.run_ids()
+    started = time.monotonic()
+    demo = killed.start_demo()
+    _wait_for(lambda: killed.first_step_of_new_run(before), STARTS_WITHIN_S, "the first step", demo)
+    assert time.monotonic() - started < STARTS_WITHIN_S
+    assert demo.wait(timeout=600) == 0
+    for run_id, signo in dead_runs:
+        assert killed.instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE, signal.Signals(signo)
+    assert not killed.slot_holders()
+    assert killed.outcome() == expected
+
+
+def test_a_live_owner_is_never_judged_dead() -> None:
+    me = current_owner()
+    assert owner_is_alive(me)
+    assert not owner_is_alive(ProcessOwner(me.pid, me.host, str(int(me.started or "0") + 1)))  # a reused pid
+    assert owner_is_alive(ProcessOwner(me.pid, "another-host", ""))  # cannot check another host: alive
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    assert not owner_is_alive(ProcessOwner(finished.pid, me.host, ""))
+    assert me.as_tags()[OWNER_PID_TAG] == str(os.getpid())
+
+
+def test_a_run_without_owner_tags_is_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A STARTED run the UI's queue launched (no owner tags) keeps its status and its slot."""
+    monkeypatch.setenv("AION_HOME", str(tmp_path / "aion"))
+    for var in ("DAGSTER_HOME",):
+        monkeypatch.delenv(var, raising=False)
+    from aion_assets.runner import recover_dead_runs, stack_instance
+
+    instance = stack_instance()
+    queued = instance.create_run_for_job(dg.GraphDefinition("noop").to_job(), status=dg.DagsterRunStatus.STARTED)
+    instance.event_log_storage.claim_concurrency_slot("gpu", queued.run_id, "step")
+    assert recover_dead_runs(instance, progress=lambda line: None) == []
+    assert instance.get_run_by_id(queued.run_id).status == dg.DagsterRunStatus.STARTED
+    assert queued.run_id in instance.event_log_storage.get_concurrency_run_ids()
