@@ -187,7 +187,8 @@ def demo(config_file: str | None) -> None:
     instance = stack_instance()
     _announce_demo_partitions(instance, releases_dir)
     started = time.perf_counter()
-    summaries = run_selection(_definitions(), "*", instance, op_config=read_op_config(config_file))
+    summaries = run_selection(_definitions(), "*", instance, op_config=read_op_config(config_file),
+                              skip_up_to_date=True)
     failed = [s for s in summaries if not s.success]
     click.echo(f"\n{len(summaries)} run(s) in {time.perf_counter() - started:.0f} s, {len(failed)} failed")
     _print_demo_results()

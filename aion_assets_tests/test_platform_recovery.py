@@ -65,6 +65,14 @@ class Stack:
         self._instance: dg.DagsterInstance | None = None
 
     def start_demo(self) -> subprocess.Popen:
+        if self._instance is None:
+            # The instance's sqlite schema is made here, before the demo starts: this test polls the instance
+            # while the demo runs, and two processes creating one fresh schema at once race ("table runs
+            # already exists").
+            from aion_assets.platform.instance import ensure_dagster_home
+
+            ensure_dagster_home(self.home / "dagster")
+            _ = self.instance
         log = (self.home.parent / f"{self.home.name}-{time.monotonic_ns()}.log").open("w")
         return subprocess.Popen([str(Path(sys.executable).parent / "aion"), "demo", "--config-file",
                                  str(self.config_file)], env=self.env, stdout=log, stderr=subprocess.STDOUT)
