@@ -85,13 +85,12 @@ def quiet_libraries(verbose: bool) -> None:
     if not verbose:
         # By message, not category: importing dagster's warning classes would cost every command its start-up.
         warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview),")
+    from aion_assets.platform.verbosity import set_verbose
+
+    set_verbose(verbose)
     level = logging.INFO if verbose else logging.WARNING
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(level)
-    if verbose:
-        from aion_assets.encoders import text
-
-        text.show_loading_progress = True
 
 
 @click.group(cls=AionGroup, context_settings={"help_option_names": ["-h", "--help"]})

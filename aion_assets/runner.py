@@ -13,6 +13,7 @@ so the UI shows them.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import dagster as dg
 from dagster._core.utils import make_new_run_id  # the id must be known before the run, to end it if interrupted
 
+from aion_assets.platform import verbosity
 from aion_assets.platform.instance import apply_pool_limits, ensure_dagster_home
 from aion_assets.platform.recovery import (
     OWNER_HOST_TAG,
@@ -67,11 +69,29 @@ def recover_dead_runs(instance: dg.DagsterInstance, progress: Callable[[str], No
         instance.report_run_failed(run, message=f"run's process (pid {owner.pid} on {owner.host}) is gone: "
                                                 "killed or crashed; marked failed by the next aion run")
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        _end_open_tracking_runs(run.run_id)
         progress(f"run {run.run_id} was left unfinished by a killed process (pid {owner.pid}): marked failed, "
                  "its pool slots freed")
         failed.append(run.run_id)
     _free_slots_of_finished_runs(instance)
     return failed
+
+
+def _end_open_tracking_runs(dagster_run_id: str) -> None:
+    """MLflow runs a killed training step left RUNNING (its process had no chance to close them): KILLED."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=get_settings().mlflow_tracking_uri)
+    try:
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        if not experiments:
+            return
+        for tracked in client.search_runs(experiments, f"params.dagster_run_id = '{dagster_run_id}' "
+                                                       "and attributes.status = 'RUNNING'"):
+            client.set_terminated(tracked.info.run_id, status="KILLED")
+    except MlflowException:  # no tracking store yet, or one that cannot be read: nothing to close
+        return
 
 
 def _free_slots_of_finished_runs(instance: dg.DagsterInstance) -> None:
@@ -184,6 +204,29 @@ class UpToDate:
         return self._resolver.get_status(key, partition) == StaleStatus.FRESH
 
 
+class _ShortFailures(logging.Filter):
+    """Dagster logs a failed step's error with its stack trace on the step's failure and again on the run's;
+    the command line shows the error's message once, on the step (`aion --verbose` shows the whole trace)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "RUN_FAILURE" in message:
+            message = message.split("\n", 1)[0]
+        record.msg, record.args = message.split("\n\nStack Trace:", 1)[0], ()
+        return True
+
+
+@dg.logger({"log_level": dg.Field(str, is_required=False, default_value="INFO")},
+           description="The console, with one-line failures unless `aion --verbose`.")
+def cli_console_logger(init_context) -> logging.Logger:
+    from dagster._utils.log import create_console_logger
+
+    console = create_console_logger("dagster", init_context.logger_config["log_level"])
+    if not verbosity.verbose:
+        console.addFilter(_ShortFailures())
+    return console
+
+
 def materialize(
     defs: dg.Definitions,
     selection: str,
@@ -207,7 +250,7 @@ def materialize(
         raise_keyboard_interrupt_on_sigterm()
     recover_dead_runs(instance, progress)
     graph = defs.resolve_asset_graph()
-    job = defs.resolve_implicit_global_asset_job_def()
+    job = defs.resolve_implicit_global_asset_job_def().with_logger_defs({"console": cli_console_logger})
     owner_tags = current_owner().as_tags()
     summaries: list[RunSummary] = []
     for stretch in plan_runs(defs, selection):

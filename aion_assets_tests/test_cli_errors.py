@@ -127,3 +127,16 @@ def test_the_gallery_png_is_written_and_an_unwritable_path_is_one_line(tmp_path:
     with pytest.raises(OSError, match=r"cannot write the gallery /proc/x.png") as raised:
         write_gallery(images, captions, "/proc/x.png")
     assert "\n" not in str(raised.value)
+
+
+def test_a_failed_step_shows_its_error_once_and_the_trace_only_when_verbose(aion_home, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from aion_assets.cli import main
+
+    monkeypatch.setenv("AION_RELEASES_DIR", "")
+    quiet = CliRunner().invoke(main, ["materialize", "key:text_embeddings"])
+    assert quiet.exit_code == 1
+    assert quiet.output.count("no descriptions yet") == 1 and "Stack Trace" not in quiet.output
+    verbose = CliRunner().invoke(main, ["--verbose", "materialize", "key:text_embeddings"])
+    assert verbose.exit_code == 1 and "Stack Trace" in verbose.output

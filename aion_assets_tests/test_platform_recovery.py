@@ -175,8 +175,8 @@ def test_killed_runs_are_failed_and_freed_and_the_result_is_unchanged(stacks: tu
     expected = uninterrupted.outcome()
     assert expected["cutouts"] > 0 and expected["arrays"] and expected["figures"]
 
-    kills = [("raw_cutouts", signal.SIGKILL, False), ("image_base_embeddings", signal.SIGKILL, True),
-             ("image_base_embeddings", signal.SIGTERM, True), ("alignment_model", signal.SIGINT, False)]
+    kills = [("raw_cutouts", signal.SIGINT, False), ("image_base_embeddings", signal.SIGKILL, True),
+             ("image_base_embeddings", signal.SIGTERM, True), ("alignment_model", signal.SIGKILL, False)]
     dead_runs: list[tuple[str, int]] = []
     for step_key, signo, holding_gpu in kills:
         dead_runs.append((_kill_during(killed, step_key, signo, holding_gpu), signo))
@@ -197,6 +197,13 @@ def test_killed_runs_are_failed_and_freed_and_the_result_is_unchanged(stacks: tu
         assert killed.instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE, signal.Signals(signo)
     assert not killed.slot_holders()
     assert killed.outcome() == expected
+    # The training run's MLflow run, left RUNNING by the SIGKILL, was closed by the next demo.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{killed.home / 'mlflow.db'}")
+    statuses = [run.info.status for experiment in client.search_experiments()
+                for run in client.search_runs([experiment.experiment_id])]
+    assert "KILLED" in statuses and "RUNNING" not in statuses
 
 
 def test_a_live_owner_is_never_judged_dead() -> None:

@@ -159,6 +159,7 @@ def _bench_recover(releases_dir, scratch, objects: int) -> dict:
     import dagster as dg
     import polars as pl
 
+    from aion_assets.platform.instance import ensure_dagster_home
     from aion_assets.platform.settings import isolated_stack_env
 
     releases = scratch / "releases"
@@ -193,11 +194,18 @@ def _bench_recover(releases_dir, scratch, objects: int) -> dict:
         raise click.ClickException("the uninterrupted demo failed")
     uninterrupted_s = time.perf_counter() - started
 
+    # The instance (its sqlite schema) is made here before the demo starts: this process polls it while the
+    # demo runs, and two processes creating one new schema at once race.
+    ensure_dagster_home(scratch / "killed" / "dagster")
+    instance = dg.DagsterInstance.from_config(str(scratch / "killed" / "dagster"))
     victim = demo("killed")
-    instance_yaml = scratch / "killed" / "dagster" / "dagster.yaml"
-    wait_for(instance_yaml.exists)
-    instance = dg.DagsterInstance.from_config(str(instance_yaml.parent))
-    wait_for(lambda: instance.event_log_storage.get_concurrency_info("gpu").claimed_slots)
+
+    def victim_holds_gpu() -> bool:
+        if victim.poll() is not None:
+            raise click.ClickException(f"the demo to kill ended by itself (exit {victim.returncode})")
+        return bool(instance.event_log_storage.get_concurrency_info("gpu").claimed_slots)
+
+    wait_for(victim_holds_gpu)
     victim.send_signal(signal.SIGKILL)
     killed_at = time.perf_counter()
     victim.wait()

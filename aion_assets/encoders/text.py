@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from aion_assets.platform import verbosity
 from aion_assets.platform.settings import use_offline_model_hub
 
 DEFAULT_TEXT_ENCODER = "minilm"
@@ -137,7 +138,6 @@ def _in_local_hf_cache(repo_id: str) -> bool:
 _CACHE: dict[tuple[str, str], SentenceTransformerTextEncoder] = {}
 _CACHE_LOCK = threading.Lock()
 # transformers draws a "Loading weights" bar per load; the CLI's --verbose turns it back on.
-show_loading_progress = False
 
 
 @contextlib.contextmanager
@@ -192,7 +192,7 @@ def load_text_encoder(spec: str = DEFAULT_TEXT_ENCODER, device: str | None = Non
         use_offline_model_hub()
         from sentence_transformers import SentenceTransformer
 
-        with _weight_loading_progress(show_loading_progress):
+        with _weight_loading_progress(verbosity.verbose):
             model = SentenceTransformer(location, device=chosen_device, local_files_only=True)
         model.eval()
         encoder = SentenceTransformerTextEncoder(model, name)

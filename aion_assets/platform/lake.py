@@ -11,10 +11,13 @@ import posixpath
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import fsspec
-import numpy as np
-import polars as pl
+
+if TYPE_CHECKING:  # imported where used: opening the lake for a query needs neither
+    import numpy as np
+    import polars as pl
 
 
 @dataclass
@@ -76,16 +79,22 @@ class Lake:
         return self._atomic_write(buffer.getvalue(), *parts)
 
     def read_parquet(self, *parts: str) -> pl.DataFrame:
+        import polars as pl
+
         with self._fs.open(self.path(*parts), "rb") as handle:
             return pl.read_parquet(handle)
 
     def write_array(self, array: np.ndarray, *parts: str) -> str:
         """Arrays are NPY files: memory-mappable locally, one read from an object store."""
+        import numpy as np
+
         buffer = io.BytesIO()
         np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
         return self._atomic_write(buffer.getvalue(), *parts)
 
     def read_array(self, *parts: str, mmap: bool = False) -> np.ndarray:
+        import numpy as np
+
         if mmap and self.is_local:
             return np.load(self.path(*parts), mmap_mode="r", allow_pickle=False)
         return np.load(io.BytesIO(self.read_bytes(*parts)), allow_pickle=False)

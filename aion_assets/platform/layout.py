@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 # A release name becomes part of partition keys, lake paths and SQL values: keep it to a safe alphabet.
 RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -155,6 +157,8 @@ CURRENT_DESCRIPTIONS = ("descriptions", "current.parquet")
 
 def array_fingerprint(*arrays: np.ndarray) -> str:
     """A short content hash: the data version of an array asset."""
+    import numpy as np
+
     digest = hashlib.sha256()
     for array in arrays:
         digest.update(str(array.shape).encode())

@@ -16,13 +16,15 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import polars as pl
 
 from aion_assets.platform.lake import Lake
 from aion_assets.platform.layout import ShardKey
+
+if TYPE_CHECKING:  # polars is imported where frames are made: `aion sql` answers without it
+    import polars as pl
 
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked", "lock on file")
 # One small table of facts about the warehouse itself: ``lake_root`` is the lake its views were built over.
@@ -41,6 +43,8 @@ def partition_path(table: str, partition_key: str | ShardKey | None) -> tuple[st
 def fetch_polars(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
     """Run one statement and return its rows as a Polars frame, through Arrow (DuckDB 2 has no `.pl()` on
     results); a statement that returns no relation gives an empty frame."""
+    import polars as pl
+
     relation = con.sql(sql, params=list(params) if params else None)
     if relation is None:
         return pl.DataFrame()
@@ -168,6 +172,13 @@ class Warehouse:
         with self.connect(read_only=True) as con:
             return fetch_polars(con, sql, params)
 
+    def query_rows(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
+        """A read-only query's column names and rows as Python values, without polars (what `aion sql` prints)."""
+        with self.connect(read_only=True) as con:
+            cursor = con.execute(sql, list(params) if params else [])
+            columns = [column[0] for column in cursor.description or []]
+            return columns, cursor.fetchall() if columns else []
+
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
         with self.connect() as con:
             con.execute(sql, params or [])
@@ -232,6 +243,8 @@ class Warehouse:
         return bool(self.lake.glob(f"tables/{table}/**/*.parquet"))
 
     def read_lake_table(self, table: str) -> pl.DataFrame:
+        import polars as pl
+
         frames = [self.lake.read_parquet(rel) for rel in self.lake.iter_files(f"tables/{table}/**/*.parquet")]
         return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
@@ -266,6 +279,8 @@ class Warehouse:
     # -- benchmarks --------------------------------------------------------------------------------------------
     def record_bench(self, name: str, metric: str, value: float, unit: str) -> None:
         """One row in ``bench_results``: every `aion bench` writes here."""
+        import polars as pl
+
         self.append("bench_results", pl.DataFrame({
             "name": [name], "metric": [metric], "value": [float(value)], "unit": [unit],
             "machine": [machine_label()], "created_at": [datetime.now(timezone.utc)],

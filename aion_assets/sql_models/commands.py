@@ -52,7 +52,6 @@ def rows_as_json(rows: list[dict[str, Any]]) -> str:
 def sql(query: str, as_json: bool, max_rows: int, wait_s: float) -> None:
     """Run a read-only QUERY (SELECT, DESCRIBE, SHOW) against the warehouse."""
     import duckdb
-    import polars as pl
 
     from aion_assets.platform.lake import Lake
     from aion_assets.platform.settings import get_settings
@@ -66,20 +65,39 @@ def sql(query: str, as_json: bool, max_rows: int, wait_s: float) -> None:
     settings = get_settings()
     warehouse = Warehouse(settings.warehouse_path, Lake(settings.lake_root), lock_timeout_s=wait_s)
     try:
-        frame = warehouse.query(query)
+        columns, rows = warehouse.query_rows(query)
     except duckdb.Error as error:
         raise click.ClickException(str(error).splitlines()[0]) from error
 
     if as_json:
-        click.echo(rows_as_json(frame.to_dicts()))
+        click.echo(rows_as_json([dict(zip(columns, row)) for row in rows]))
         return
-    width = shutil.get_terminal_size((200, 40)).columns
-    with pl.Config(tbl_rows=max_rows, tbl_cols=-1, tbl_width_chars=max(width, 80), fmt_str_lengths=60,
-                   tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=False):
-        click.echo(frame.head(max_rows))
-    shown = min(frame.height, max_rows)
-    click.echo(f"({frame.height} row{'s' if frame.height != 1 else ''}"
-               + (f", first {shown} shown" if shown < frame.height else "") + ")")
+    click.echo(text_table(columns, rows[:max_rows], shutil.get_terminal_size((200, 40)).columns))
+    shown = min(len(rows), max_rows)
+    click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''}"
+               + (f", first {shown} shown" if shown < len(rows) else "") + ")")
+
+
+def text_table(columns: list[str], rows: list[tuple], width: int, max_cell: int = 60) -> str:
+    """Rows as an aligned text table: cells cut to ``max_cell`` characters, columns dropped past ``width``."""
+
+    def cell(value: Any) -> str:
+        text = "" if value is None else str(value).replace("\n", " ")
+        return text if len(text) <= max_cell else text[: max_cell - 1] + "…"
+
+    body = [[cell(value) for value in row] for row in rows]
+    widths = [max([len(name)] + [len(line[i]) for line in body]) for i, name in enumerate(columns)]
+    keep, used = 0, 0
+    for column_width in widths:
+        if keep and used + column_width + 3 > max(width, 80):
+            break
+        keep, used = keep + 1, used + column_width + 3
+    lines = [" | ".join(name.ljust(w) for name, w in zip(columns[:keep], widths)),
+             "-+-".join("-" * w for w in widths[:keep])]
+    lines += [" | ".join(value.ljust(w) for value, w in zip(line[:keep], widths)) for line in body]
+    if keep < len(columns):
+        lines.append(f"({len(columns) - keep} more column(s) not shown: use --json)")
+    return "\n".join(lines)
 
 
 commands = [sql]
