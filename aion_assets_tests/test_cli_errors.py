@@ -140,3 +140,18 @@ def test_a_failed_step_shows_its_error_once_and_the_trace_only_when_verbose(aion
     assert quiet.output.count("no descriptions yet") == 1 and "Stack Trace" not in quiet.output
     verbose = CliRunner().invoke(main, ["--verbose", "materialize", "key:text_embeddings"])
     assert verbose.exit_code == 1 and "Stack Trace" in verbose.output
+
+
+def test_a_retired_release_is_never_returned_by_an_index_that_still_holds_it() -> None:
+    from aion_assets.search.commands import check_release
+    from aion_assets.search.service import ranked
+
+    index = _index_over(["gz1-sdss"] * 20 + ["retired-rel"] * 20)
+    query = np.ones(8, dtype=np.float32)
+    assert set(ranked(index, query, 40)["release"]) == {"gz1-sdss", "retired-rel"}
+    served = ranked(index, query, 10, served_releases={"gz1-sdss"})
+    # exactly the best 10 of the served release, ranked 1..10, though the index's top 10 mix both
+    assert served.equals(ranked(index, query, 10, release="gz1-sdss"))
+    assert served["rank"].to_list() == list(range(1, 11))
+    with pytest.raises(LookupError, match=r"release 'retired-rel' was retired .*; known: gz1-sdss"):
+        check_release(index, "retired-rel", served={"gz1-sdss"})

@@ -245,3 +245,57 @@ def test_a_run_without_owner_tags_is_left_alone(tmp_path: Path, monkeypatch: pyt
     assert recover_dead_runs(instance, progress=lambda line: None) == []
     assert instance.get_run_by_id(queued.run_id).status == dg.DagsterRunStatus.STARTED
     assert queued.run_id in instance.event_log_storage.get_concurrency_run_ids()
+
+
+def _live_processes() -> dict[int, int]:
+    """pid -> parent pid of every process that is not a zombie (fields of /proc/PID/stat)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def _descendants(pid: int) -> set[int]:
+    parents, found, frontier = _live_processes(), set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_aion_ui_stops_with_its_children_on_sigterm(tmp_path: Path) -> None:
+    """The webserver alone ignores SIGTERM; `aion ui` stops dagster dev's whole process group."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("AION_", "DAGSTER_", "MLFLOW_", "ANTHROPIC_"))}
+    env |= {"AION_HOME": str(tmp_path / "aion"), "AION_RELEASES_DIR": ""}
+    ui = subprocess.Popen([str(Path(sys.executable).parent / "aion"), "ui", "--port", str(port)], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5):
+                    return True
+            except OSError:
+                return False
+
+        _wait_for(answers, 240, "the webserver to answer", ui)
+        children = _descendants(ui.pid)
+        assert len(children) >= 2  # dagster dev, its webserver and its daemon
+        ui.send_signal(signal.SIGTERM)
+        assert ui.wait(timeout=15) is not None
+        _wait_for(lambda: not children & set(_live_processes()), 15, "every child to stop")
+    finally:
+        if ui.poll() is None:
+            os.killpg(ui.pid, signal.SIGKILL)

@@ -54,13 +54,15 @@ def _fail(error: Exception) -> None:
     sys.exit(1)
 
 
-def check_release(index, release: str | None) -> None:
-    """An unknown --release is an error naming the known ones, not an empty result."""
+def check_release(index, release: str | None, served: set[str] | None = None) -> None:
+    """An unknown --release is an error naming the known ones, not an empty result; so is a retired one."""
     if release is None:
         return
-    known = sorted(set(index.ids["release"].to_list()))
+    in_index = set(index.ids["release"].to_list())
+    known = sorted(in_index & served if served is not None else in_index)
     if release not in known:
-        raise LookupError(f"release {release!r} is not in the index; known: {', '.join(known)}")
+        why = "was retired (its folder left the watched folder)" if release in in_index else "is not in the index"
+        raise LookupError(f"release {release!r} {why}; known: {', '.join(known)}")
 
 
 def check_gallery_results(results, gallery: str | None) -> None:
@@ -89,7 +91,7 @@ def search(text: str, release: str | None, k: int, as_json: bool, gallery: str |
             sys.exit(1)
     service = _service(model_version)
     try:
-        check_release(service.search_index, release)
+        check_release(service.search_index, release, service.served_releases)
         results, seconds = timed(service.search, text, k=max(k, candidates) if rerank else k, release=release)
         check_gallery_results(results, gallery)
     except (FileNotFoundError, LookupError, ValueError) as error:
@@ -110,7 +112,7 @@ def similar(object_id: str, release: str | None, k: int, as_json: bool, gallery:
     service = _service(model_version)
     try:
         _ = service.model_version  # a version the lake does not hold is an error here too
-        check_release(service.similarity_index, release)
+        check_release(service.similarity_index, release, service.served_releases)
         results, seconds = timed(service.similar, object_id, k=k, release=release)
         check_gallery_results(results, gallery)
     except (FileNotFoundError, LookupError, ValueError) as error:

@@ -39,6 +39,7 @@ class SearchService:
         self._search_index: VectorIndex | None = None
         self._similarity_index: VectorIndex | None = None
         self._heads = None
+        self._served_releases: set[str] | None = None
         self._text = None
 
     # Loaded lazily: `aion similar` needs neither the heads nor the text model.
@@ -98,10 +99,21 @@ class SearchService:
         image_id = encoder_artifact_id(canonical_image_encoder(settings.image_encoder), settings.image_precision)
         return cls(stack_warehouse(), settings.text_encoder, image_id, model_version)
 
+    @property
+    def served_releases(self) -> set[str] | None:
+        """The releases ingested now (the `cutouts` view), or None when the warehouse has no cutouts table.
+
+        An index built before a release was retired still holds its vectors until it is rebuilt; results are
+        drawn only from releases the lake still serves, so a retired release is never silently returned."""
+        if self._served_releases is None and "cutouts" in self.warehouse.tables():
+            _, rows = self.warehouse.query_rows("SELECT DISTINCT release FROM cutouts")
+            self._served_releases = {row[0] for row in rows}
+        return self._served_releases
+
     def search(self, text: str, k: int = 10, release: str | None = None) -> pl.DataFrame:
         if not text.strip():
             raise ValueError("empty query")
-        return ranked(self.search_index, self.encode_query(text), k, release)
+        return ranked(self.search_index, self.encode_query(text), k, release, self.served_releases)
 
     def similar(self, object_id: str, k: int = 10, release: str | None = None) -> pl.DataFrame:
         """The image-similarity baseline: nearest neighbours of the object's own base embedding."""
@@ -116,7 +128,7 @@ class SearchService:
             raise LookupError(f"object {object_id!r} is in several releases "
                               f"({', '.join(matches['release'].to_list())}): pass --release")
         query = self.similarity_index.cpu_index.reconstruct(int(matches["vector_row"][0]))
-        found = ranked(self.similarity_index, query, k + 1, release)
+        found = ranked(self.similarity_index, query, k + 1, release, self.served_releases)
         found = found.filter(~((pl.col("object_id") == object_id) & (pl.col("release") == matches["release"][0])))
         return _numbered(found.head(k))
 
@@ -131,13 +143,16 @@ class SearchService:
             pass
 
 
-def ranked(index: VectorIndex, query: np.ndarray, k: int, release: str | None = None) -> pl.DataFrame:
-    """Top k rows of the index for one query, optionally within one release.
+def ranked(index: VectorIndex, query: np.ndarray, k: int, release: str | None = None,
+           served_releases: set[str] | None = None) -> pl.DataFrame:
+    """Top k rows of the index for one query, optionally within one release, and only from ``served_releases``
+    when given (None: every release in the index).
 
-    With a release filter the search widens (doubling k) until k hits from that release are found or the
-    whole index was scanned, so a small release inside a large index is still answered exactly.
+    With a filter the search widens (doubling k) until k hits pass it or the whole index was scanned, so a small
+    release inside a large index is still answered exactly.
     """
-    fetch = k if release is None else max(4 * k, 64)
+    filtered = release is not None or served_releases is not None
+    fetch = max(4 * k, 64) if filtered else k
     while True:
         fetch = min(fetch, index.ntotal)
         scores, rows = index.search(query[None, :].astype(np.float32), fetch)
@@ -145,6 +160,8 @@ def ranked(index: VectorIndex, query: np.ndarray, k: int, release: str | None = 
         hits = index.ids[rows[0][keep].tolist()].with_columns(pl.Series("score", scores[0][keep], pl.Float64))
         if release is not None:
             hits = hits.filter(pl.col("release") == release)
+        if served_releases is not None:
+            hits = hits.filter(pl.col("release").is_in(sorted(served_releases)))
         if hits.height >= k or fetch >= index.ntotal:
             break
         fetch *= 2
