@@ -108,9 +108,11 @@ def main(ctx: click.Context, debug: bool, verbose: bool) -> None:
 
 
 def _definitions():
-    from aion_assets.definitions import defs
+    """Built for this command from the settings it runs under (the module-level ``defs`` is the code
+    location's, fixed when it was first imported, which in a long-lived process may be another stack's)."""
+    from aion_assets.definitions import build_definitions
 
-    return defs
+    return build_definitions()
 
 
 @main.command()
