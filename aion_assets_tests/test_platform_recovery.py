@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,19 +21,11 @@ import polars as pl
 import pytest
 
 from aion_assets.platform.recovery import OWNER_PID_TAG, ProcessOwner, current_owner, owner_is_alive
+from aion_assets_tests.subsets import copy_subset
 
 # Two seeds: once the first seed's line is logged, the second is training inside the open MLflow run.
 TINY_TRAINING = {"seeds": [0, 1], "epochs": 40, "batch_size": 32, "hidden_dim": 128, "out_dim": 64}
 STARTS_WITHIN_S = 60.0  # a hung run never starts; a healthy one starts in seconds (imports included, 2 busy cores)
-
-
-def _subset(source: Path, target: Path, object_ids: set[str]) -> None:
-    (target / "images").mkdir(parents=True)
-    catalog = pl.read_csv(source / "catalog.csv", infer_schema_length=0).filter(pl.col("object_id").is_in(object_ids))
-    for image in catalog["image"]:
-        shutil.copyfile(source / image, target / image)
-    catalog.write_csv(target / "catalog.csv")
-    shutil.copyfile(source / "manifest.json", target / "manifest.json")
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +39,9 @@ def releases(tmp_path_factory, sample_releases: Path, shared_data: Path) -> Path
     for cls in ("merger", "spiral_clockwise", "edge_on", "elliptical"):
         keep |= set(gz1.filter(pl.col("gz1_class") == cls)["object_id"].head(10).to_list())
     root = tmp_path_factory.mktemp("recovery-releases")
-    _subset(sample_releases / "gz1-sdss", root / "gz1-sdss", keep)
+    copy_subset(sample_releases / "gz1-sdss", root / "gz1-sdss", keep)
     rings = pl.read_csv(sample_releases / "gz-decals-rings" / "catalog.csv", infer_schema_length=0)["object_id"]
-    _subset(sample_releases / "gz-decals-rings", root / "gz-decals-rings", set(rings.head(30).to_list()))
+    copy_subset(sample_releases / "gz-decals-rings", root / "gz-decals-rings", set(rings.head(30).to_list()))
     return root
 
 

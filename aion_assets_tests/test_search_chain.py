@@ -13,17 +13,10 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from aion_assets_tests.subsets import copy_subset
+
 TINY_TRAINING = {"seeds": [0], "epochs": 4, "batch_size": 32, "hidden_dim": 128, "out_dim": 64}
 DUPLICATE_ID = "planted-duplicate-of-a-training-image"
-
-
-def _subset(source: Path, target: Path, object_ids: list[str]) -> None:
-    (target / "images").mkdir(parents=True)
-    catalog = pl.read_csv(source / "catalog.csv", infer_schema_length=0).filter(pl.col("object_id").is_in(object_ids))
-    for image in catalog["image"]:
-        shutil.copyfile(source / image, target / image)
-    catalog.write_csv(target / "catalog.csv")
-    shutil.copyfile(source / "manifest.json", target / "manifest.json")
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +33,10 @@ def chain(tmp_path_factory, sample_releases: Path, shared_data: Path):
         keep |= set(gz1.filter((pl.col("gz1_class") == cls) & ~pl.col("object_id").is_in(list(keep)))["object_id"]
                     .head(n).to_list())
     releases = root / "releases"
-    _subset(sample_releases / "gz1-sdss", releases / "gz1-sdss", sorted(keep))
+    copy_subset(sample_releases / "gz1-sdss", releases / "gz1-sdss", sorted(keep))
     _plant_duplicate(releases / "gz1-sdss", in_sample["object_id"][0])
     rings = pl.read_csv(sample_releases / "gz-decals-rings" / "catalog.csv", infer_schema_length=0)["object_id"]
-    _subset(sample_releases / "gz-decals-rings", releases / "gz-decals-rings", rings.head(40).to_list())
+    copy_subset(sample_releases / "gz-decals-rings", releases / "gz-decals-rings", rings.head(40).to_list())
 
     mp = pytest.MonkeyPatch()
     for var in ("DAGSTER_HOME", "AION_LAKE_ROOT", "AION_WAREHOUSE", "MLFLOW_TRACKING_URI", "AION_MLFLOW_ARTIFACTS",
