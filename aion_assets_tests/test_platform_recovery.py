@@ -273,6 +273,7 @@ def test_aion_ui_stops_with_its_children_on_sigterm(tmp_path: Path) -> None:
     env |= {"AION_HOME": str(tmp_path / "aion"), "AION_RELEASES_DIR": ""}
     ui = subprocess.Popen([str(Path(sys.executable).parent / "aion"), "ui", "--port", str(port)], env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    children: set[int] = set()
     try:
         def answers() -> bool:
             try:
@@ -287,6 +288,9 @@ def test_aion_ui_stops_with_its_children_on_sigterm(tmp_path: Path) -> None:
         ui.send_signal(signal.SIGTERM)
         assert ui.wait(timeout=15) is not None
         _wait_for(lambda: not children & set(_live_processes()), 15, "every child to stop")
-    finally:
+    finally:  # whatever failed, leave no webserver or daemon behind
+        for pid in (children | _descendants(ui.pid)) & set(_live_processes()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         if ui.poll() is None:
             os.killpg(ui.pid, signal.SIGKILL)
