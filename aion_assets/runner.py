@@ -13,6 +13,7 @@ so the UI shows them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from aion_assets.platform import verbosity
 from aion_assets.platform.instance import apply_pool_limits, ensure_dagster_home
 from aion_assets.platform.recovery import (
     OWNER_HOST_TAG,
+    InterruptWitness,
     current_owner,
     owner_from_tags,
     owner_is_alive,
@@ -246,9 +248,26 @@ def materialize(
     A failed run does not stop the other partitions of its stretch, but nothing downstream of a failed stretch
     runs: later assets would otherwise be built from partial inputs. Earlier results stay as they were.
     """
-    if threading.current_thread() is threading.main_thread():
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    if on_main_thread:
         raise_keyboard_interrupt_on_sigterm()
     recover_dead_runs(instance, progress)
+    with InterruptWitness() if on_main_thread else contextlib.nullcontext() as witness:
+        return _materialize_stretches(defs, selection, instance, partition_keys, progress, raise_on_error,
+                                      op_config, skip_up_to_date, witness)
+
+
+def _materialize_stretches(
+    defs: dg.Definitions,
+    selection: str,
+    instance: dg.DagsterInstance,
+    partition_keys: Sequence[str] | None,
+    progress: Callable[[str], None],
+    raise_on_error: bool,
+    op_config: dict[str, dict] | None,
+    skip_up_to_date: bool,
+    witness: InterruptWitness | None,
+) -> list[RunSummary]:
     graph = defs.resolve_asset_graph()
     job = defs.resolve_implicit_global_asset_job_def().with_logger_defs({"console": cli_console_logger})
     owner_tags = current_owner().as_tags()
@@ -276,18 +295,8 @@ def materialize(
                 progress(f"up to date: {', '.join(names)}{label}")
                 continue
             progress(f"materializing {', '.join(names)}{label}")
-            run_id = make_new_run_id()
-            try:
-                result = job.execute_in_process(
-                    instance=instance, asset_selection=stretch, partition_key=partition_key,
-                    raise_on_error=raise_on_error, run_config=run_config, run_id=run_id, tags=owner_tags,
-                )
-            except BaseException as error:  # Ctrl-C, SIGTERM, or raise_on_error: never leave the run STARTED
-                _end_interrupted_run(instance, run_id, error)
-                raise
-            if _was_interrupted(result):  # Dagster turned Ctrl-C/SIGTERM into a run failure: stop here too
-                _end_interrupted_run(instance, run_id, KeyboardInterrupt())
-                raise KeyboardInterrupt
+            result = _execute_run(job, instance, witness, asset_selection=stretch, partition_key=partition_key,
+                                  raise_on_error=raise_on_error, run_config=run_config, tags=owner_tags)
             summaries.append(RunSummary(names, partition_key, result.success, result.run_id))
             if not result.success:
                 progress(f"  failed: run {result.run_id} (its logs: the Dagster UI, or `dagster run logs`)")
@@ -295,3 +304,21 @@ def materialize(
             progress("stopping: a run failed, so the assets downstream of it were not materialized")
             break
     return summaries
+
+
+def _execute_run(job: dg.JobDefinition, instance: dg.DagsterInstance, witness: InterruptWitness | None,
+                 **run_args) -> dg.ExecuteInProcessResult:
+    """One run in this process. Interrupted (Ctrl-C, SIGTERM), it is never left STARTED and the CLI stops:
+    KeyboardInterrupt, even where Dagster ended the run as a failure or finished it and forgot the signal."""
+    run_id = make_new_run_id()
+    try:
+        result = job.execute_in_process(instance=instance, run_id=run_id, **run_args)
+    except BaseException as error:  # Ctrl-C, SIGTERM, or raise_on_error
+        _end_interrupted_run(instance, run_id, error)
+        raise
+    if _was_interrupted(result):
+        _end_interrupted_run(instance, run_id, KeyboardInterrupt())
+        raise KeyboardInterrupt
+    if witness is not None and witness.received():  # the run completed; the next one must not start
+        raise KeyboardInterrupt
+    return result

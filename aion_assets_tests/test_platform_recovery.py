@@ -26,6 +26,7 @@ from aion_assets_tests.subsets import copy_subset
 # Two seeds: once the first seed's line is logged, the second is training inside the open MLflow run.
 TINY_TRAINING = {"seeds": [0, 1], "epochs": 40, "batch_size": 32, "hidden_dim": 128, "out_dim": 64}
 STARTS_WITHIN_S = 60.0  # a hung run never starts; a healthy one starts in seconds (imports included, 2 busy cores)
+STOPS_WITHIN_S = 60.0  # SIGINT/SIGTERM end the CLI in the run it is in; a CLI that went on would run on for minutes
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,8 @@ class Stack:
 
             ensure_dagster_home(self.home / "dagster")
             _ = self.instance
-        log = (self.home.parent / f"{self.home.name}-{time.monotonic_ns()}.log").open("w")
+        self.log = self.home.parent / f"{self.home.name}-{time.monotonic_ns()}.log"
+        log = self.log.open("w")
         return subprocess.Popen([str(Path(sys.executable).parent / "aion"), "demo", "--config-file",
                                  str(self.config_file)], env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -172,9 +174,16 @@ def _kill_during(stack: Stack, step_key: str, signo: int, holding_gpu: bool = Fa
     if step_key == "alignment_model":  # killed while its MLflow run is open: after seed 0, during seed 1
         _wait_for(lambda: any("seed 0:" in (event.user_message or "") for event in stack.instance.all_logs(run_id)),
                   120, "the first seed to finish", demo)
+    runs_at_signal = stack.run_ids()
     demo.send_signal(signo)
-    exit_code = demo.wait(timeout=15)  # SIGTERM and SIGINT stop the CLI within seconds, not after more partitions
+    try:
+        exit_code = demo.wait(timeout=STOPS_WITHIN_S)
+    except subprocess.TimeoutExpired:
+        demo.kill()
+        pytest.fail(f"{signal.Signals(signo).name} did not stop the demo; its log ends:\n"
+                    + "\n".join(stack.log.read_text().splitlines()[-15:]))
     assert exit_code != 0
+    assert len(stack.run_ids() - runs_at_signal) <= 1  # at most a run it was starting as the signal came
     return run_id
 
 
@@ -294,3 +303,51 @@ def test_aion_ui_stops_with_its_children_on_sigterm(tmp_path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
         if ui.poll() is None:
             os.killpg(ui.pid, signal.SIGKILL)
+
+
+def test_an_interrupt_dagster_swallowed_still_stops_the_next_partition(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGINT while Dagster writes the run's success event: its handler only notes the signal there, the run
+    completes and forgets it; the CLI must still stop before the next partition."""
+    from aion_assets.runner import materialize
+
+    @dg.asset(partitions_def=dg.StaticPartitionsDefinition(["p1", "p2"]))
+    def numbers() -> int:
+        return 1
+
+    instance = dg.DagsterInstance.ephemeral()
+    storage = instance.event_log_storage
+    store_event = storage.store_event
+    sent: list[str] = []
+
+    def store_then_interrupt(event) -> None:
+        store_event(event)
+        if event.dagster_event is not None and event.dagster_event.event_type == dg.DagsterEventType.RUN_SUCCESS:
+            sent.append(event.run_id)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(storage, "store_event", store_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        materialize(dg.Definitions(assets=[numbers]), "*", instance, progress=lambda _line: None)
+    runs = instance.get_runs()
+    assert [run.tags.get("dagster/partition") for run in runs] == ["p1"] and [runs[0].run_id] == sent  # no p2
+    assert runs[0].status == dg.DagsterRunStatus.SUCCESS  # the run had finished: it keeps its result
+
+
+def test_the_witness_sees_a_signal_another_handler_took() -> None:
+    from aion_assets.platform.recovery import InterruptWitness
+
+    taken: list[int] = []
+    previous = {signo: signal.signal(signo, lambda signo, _frame: taken.append(signo))  # Dagster's kind
+                for signo in (signal.SIGINT, signal.SIGUSR1)}
+    try:
+        with InterruptWitness() as witness:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.01)
+            assert taken == [signal.SIGUSR1] and not witness.received()  # not a request to stop
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+            assert taken[-1] == signal.SIGINT and witness.received()
+            assert witness.received()  # it stays seen
+    finally:
+        for signo, handler in previous.items():
+            signal.signal(signo, handler)

@@ -93,6 +93,41 @@ def raise_keyboard_interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
+class InterruptWitness:
+    """Remembers a SIGINT or SIGTERM this process received, whichever Python handler was installed then.
+
+    During a run Dagster swaps in its own handler; an interrupt that lands between two of its checkpoints (an
+    event write after a step) is forgotten when the run then completes, and the CLI would go on to the next
+    partition as if nobody had asked it to stop. The interpreter's C-level handler writes the number of every
+    signal it catches to the wakeup fd, which Dagster never touches, so the CLI reads it after each run.
+    Enter it on the main thread (the only one that may set the wakeup fd)."""
+
+    _STOPPING = frozenset({signal.SIGINT, signal.SIGTERM})
+
+    def __enter__(self) -> InterruptWitness:
+        self._read, self._write = os.pipe()
+        for fd in (self._read, self._write):
+            os.set_blocking(fd, False)
+        self._previous = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        self._seen = False
+        return self
+
+    def received(self) -> bool:
+        """Whether SIGINT or SIGTERM arrived since this witness was entered."""
+        while not self._seen:
+            try:
+                caught = os.read(self._read, 512)
+            except BlockingIOError:  # nothing more to read
+                break
+            self._seen = any(signo in self._STOPPING for signo in caught)
+        return self._seen
+
+    def __exit__(self, *_exc: object) -> None:
+        signal.set_wakeup_fd(self._previous)
+        os.close(self._read)
+        os.close(self._write)
+
+
 def run_stoppable_child(argv: list[str], env: Mapping[str, str], grace_s: float = 5.0) -> int:
     """Run ``argv`` (e.g. `dagster dev`) in its own process group and return its exit status. SIGINT or SIGTERM
     to this process is passed to the whole group (the webserver, the daemon, the code servers); a group still
