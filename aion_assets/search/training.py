@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from aion_assets.platform.devices import resolve_device
 from aion_assets.search.heads import AlignmentHeads, HeadsConfig, heads_from_state
 from aion_assets.search.losses import clip_loss
 
@@ -87,12 +88,6 @@ class TrainResult:
     def heads(self) -> AlignmentHeads:
         """The best checkpoint as a model on the CPU, in eval mode."""
         return heads_from_state(self.best_state, self.heads_config)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _as_tensor(array: ArrayLike) -> torch.Tensor:
