@@ -43,6 +43,16 @@ def test_failed_replace_keeps_previous_rows(warehouse: Warehouse) -> None:
     assert warehouse.query("SELECT k, v FROM results").rows() == [("a", 1)]
 
 
+def test_replacing_several_tables_is_all_or_nothing(warehouse: Warehouse) -> None:
+    warehouse.replace_tables({"first": pl.DataFrame({"v": [1]}), "second": pl.DataFrame({"v": [2]})})
+    with pytest.raises(Exception):  # the third statement cannot run: the first two must roll back with it
+        warehouse.replace_tables({"first": pl.DataFrame({"v": [10]}), "second": pl.DataFrame({"v": [20]}),
+                                  'bad"name': pl.DataFrame({"v": [30]})})
+    assert warehouse.query("SELECT (SELECT v FROM first) AS a, (SELECT v FROM second) AS b").rows() == [(1, 2)]
+    warehouse.replace_tables({"first": pl.DataFrame({"w": ["x", "y"]})})  # a new schema replaces the old one
+    assert warehouse.query("SELECT * FROM first").columns == ["w"]
+
+
 def test_bench_results_rows_carry_the_machine(warehouse: Warehouse) -> None:
     warehouse.record_bench("ingest", "cutouts_per_s", 123.4, "cutouts/s")
     row = warehouse.query("SELECT name, metric, value, unit, machine FROM bench_results").row(0)

@@ -28,6 +28,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 SHARED_RELEASES = SHARED_DATA / "releases"
 DEFAULT_RECORDED_DESCRIPTIONS = SHARED_DATA / "descriptions" / "recorded_descriptions.jsonl"
+DEFAULT_STELLAR_DIR = SHARED_DATA / "stellar"
 # The Legacy Survey viewer's cutout endpoint (cutouts/from_coords.py takes its default from here).
 DEFAULT_CUTOUT_SERVICE_URL = "https://www.legacysurvey.org/viewer/cutout.jpg"
 # Shards are decoded in memory before their atomic write: 25k RGB cutouts at 160 px are ~1.9 GB (flux adds
@@ -110,6 +111,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("recorded_descriptions", "AION_RECORDED_DESCRIPTIONS",
             "`../shared/data/descriptions/recorded_descriptions.jsonl`",
             "recorded VLM answers replayed offline", lambda home: str(DEFAULT_RECORDED_DESCRIPTIONS)),
+    Setting("stellar_dir", "AION_STELLAR_DIR", "`../shared/data/stellar`",
+            "folder of the stellar label tables (APOGEE DR12, DR10, SEGUE; read-only input)",
+            lambda home: str(DEFAULT_STELLAR_DIR)),
     Setting("anthropic_api_key", "ANTHROPIC_API_KEY", "none",
             "key of the live VLM (never logged, stored or shown)", lambda home: None),
     Setting("anthropic_base_url", "ANTHROPIC_BASE_URL", "empty (the SDK's default)",
@@ -152,6 +156,7 @@ class AionSettings(BaseModel):
     aion1_weights_dir: Path | None
     describer: Literal["", "recorded", "anthropic"]
     recorded_descriptions: Path
+    stellar_dir: Path
     anthropic_api_key: SecretStr | None
     anthropic_base_url: str
     sql_dir: Path | None
@@ -160,7 +165,7 @@ class AionSettings(BaseModel):
     explicit: frozenset[str]
 
     @field_validator("aion_home", "dagster_home", "warehouse_path", "releases_dir", "recorded_descriptions",
-                     "sql_dir", "aion1_weights_dir")
+                     "stellar_dir", "sql_dir", "aion1_weights_dir")
     @classmethod
     def _absolute(cls, path: Path | None) -> Path | None:
         return _resolved(path)

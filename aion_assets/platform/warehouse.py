@@ -206,6 +206,20 @@ class Warehouse:
                 con.execute("ROLLBACK")
                 raise
 
+    def replace_tables(self, frames: dict[str, pl.DataFrame]) -> None:
+        """Replace whole tables with ``frames`` in one transaction: readers see all the old ones or all the new."""
+        with self.connect() as con:
+            for index, frame in enumerate(frames.values()):
+                con.register(f"incoming_{index}", frame.to_arrow())
+            con.execute("BEGIN")
+            try:
+                for index, table in enumerate(frames):
+                    con.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM incoming_{index}')
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+
     def append(self, table: str, frame: pl.DataFrame) -> None:
         self.replace_rows(table, frame, where="FALSE")
 
