@@ -13,6 +13,7 @@ from aion_assets.platform.resources import platform_resources
 from aion_assets.platform.settings import get_settings
 from aion_assets.search.defs import build_defs as search_defs
 from aion_assets.sql_models.defs import build_defs as sql_defs
+from aion_assets.stellar.defs import build_defs as stellar_defs
 from aion_assets.vlm.defs import build_defs as vlm_defs
 
 # Declarative automation is on from the start: a shard the release sensor ingests is embedded as it lands,
@@ -35,6 +36,7 @@ def build_definitions() -> dg.Definitions:
         vlm_defs(),
         encoders_defs(),
         search_defs(),
+        stellar_defs(settings),
         sql_defs(),
         dg.Definitions(sensors=[automation_sensor]),
     )

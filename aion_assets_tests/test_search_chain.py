@@ -46,14 +46,15 @@ def chain(tmp_path_factory, sample_releases: Path, shared_data: Path):
     mp.setenv("AION_RELEASES_DIR", str(releases))
     mp.setenv("AION_SHARD_SIZE", "80")  # several partitions per release, as in a real survey
 
+    from aion_assets.cli import DEMO_SELECTION
     from aion_assets.cutouts.defs import register_release_partitions
     from aion_assets.definitions import build_definitions
     from aion_assets.runner import materialize, stack_instance
 
     instance = stack_instance()
     register_release_partitions(instance)
-    summaries = materialize(build_definitions(), "*", instance, op_config={"alignment_model": TINY_TRAINING},
-                            progress=lambda line: None)
+    summaries = materialize(build_definitions(), DEMO_SELECTION, instance,
+                            op_config={"alignment_model": TINY_TRAINING}, progress=lambda line: None)
     yield {"instance": instance, "summaries": summaries, "root": root, "mp": mp}
     mp.undo()
 

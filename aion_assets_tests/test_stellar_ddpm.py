@@ -140,3 +140,15 @@ def test_conditional_head_recovers_both_modes_of_a_mixture() -> None:
         assert float(row[upper].mean()) == pytest.approx(centre + 2.0, abs=0.2)
         assert float(row[lower].mean()) == pytest.approx(centre - 2.0, abs=0.2)
         assert 0.2 < float(row[upper].std()) < 0.45  # and each mode has about the right width (0.3)
+
+
+def test_several_noise_draws_score_each_row_as_if_it_were_repeated() -> None:
+    torch.manual_seed(0)
+    head = DiffusionHead(dim=1, cond_dim=3, num_steps=10, width=16, n_layers=2)
+    x0, cond = torch.randn(5, 1), torch.randn(5, 3)
+    drawn = head.loss(x0, cond, generator=torch.Generator().manual_seed(7), draws=4)
+    repeated = head.loss(x0.repeat_interleave(4, dim=0), cond.repeat_interleave(4, dim=0),
+                         generator=torch.Generator().manual_seed(7))
+    assert torch.allclose(drawn, repeated)
+    single = head.loss(x0, cond, generator=torch.Generator().manual_seed(7))
+    assert not torch.allclose(drawn, single)  # more (t, noise) draws, not the same one again

@@ -257,3 +257,21 @@ def test_no_inputs_give_the_prior(toy_model: StellarEmulator) -> None:
     assert abs(prior.mean()) < 0.3 and 1.7 < prior.std() < 2.3
     assert abs(given.mean() - 2.0) < 0.2 and given.std() < 0.4
     assert (np.abs(prior - 2.0) < 0.5).mean() < 0.35 < (np.abs(given - 2.0) < 0.5).mean()
+
+
+def test_weighted_batches_draw_stars_by_weight_and_refuse_bad_weights() -> None:
+    from aion_assets.stellar.emulator import _weighted_batches
+
+    weights = np.array([1.0] * 900 + [9.0] * 100)  # the last hundred stars hold half the weight
+    batches = _weighted_batches(np.arange(1000), weights, 20, np.random.default_rng(0))
+    drawn = [next(batches) for _ in range(200)]
+    assert all(len(set(batch)) == 20 for batch in drawn)  # no star twice in one batch
+    assert 0.45 < np.mean(np.concatenate(drawn) >= 900) < 0.55
+    config = EmulatorConfig(names=("x", "y"), embedding_dim=8, num_layers=1, num_heads=2, ff_dim=16, dropout=0.0,
+                            head_layers=1, head_width=8, diffusion_steps=5)
+    table = _toy_table(40, 0)
+    with pytest.raises(ValueError, match="one positive weight per train star"):
+        train_emulator(table, table, config, steps=1, batch_size=8, lr=1e-3, seed=0, star_weights=np.zeros(40))
+    model, curve = train_emulator(table, table, config, steps=2, batch_size=8, lr=1e-3, seed=0, eval_every=1,
+                                  star_weights=np.ones(40), noise_draws=3)
+    assert len(curve) == 2

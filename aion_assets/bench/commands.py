@@ -87,6 +87,26 @@ def embed(limit: int, batch_size: int | None, as_json: bool) -> None:
 
 
 @bench.command()
+@click.option("--preset", type=click.Choice(["cpu", "reference"]), default="cpu", show_default=True)
+@click.option("--steps", default=50, show_default=True, help="Training steps timed.")
+@click.option("--batch-size", default=512, show_default=True)
+@click.option("--samples", "n_samples", default=256, show_default=True, help="Posterior samples per star.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def stellar(preset: str, steps: int, batch_size: int, n_samples: int, device: str, as_json: bool) -> None:
+    """Training steps/s and posterior samples/s of the stellar emulator (CPU here, GPU where one is present)."""
+    from aion_assets.stellar.bench import bench_stellar
+
+    figures = bench_stellar(get_settings().stellar_dir, preset=preset, steps=steps, batch_size=batch_size,
+                            n_samples=n_samples, device=device)
+    tag = f"{preset},batch{batch_size},{figures['device']}"
+    _report("stellar", figures, [
+        (f"train_steps_per_s[{tag}]", figures["train_steps_per_s"], "steps/s"),
+        (f"posterior_samples_per_s[{tag}]", figures["posterior_samples_per_s"], "samples/s"),
+    ], as_json)
+
+
+@bench.command()
 @click.option("--repeats", default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def search(repeats: int, as_json: bool) -> None:

@@ -80,11 +80,16 @@ def encoder_artifact_id(model_name: str, precision: str = "fp32") -> str:
     return f"{name}-{precision}"
 
 
-def heads_artifact_id(model_version: int) -> str:
-    """Registered model version 3 -> ``v3``: the folder of the heads, their search embeddings and index."""
+def version_id(model_version: int) -> str:
+    """Registered model version 3 -> ``v3``: the folder of everything that version made."""
     if int(model_version) < 1:
         raise ValueError(f"model versions start at 1, got {model_version}")
     return f"v{int(model_version)}"
+
+
+def heads_artifact_id(model_version: int) -> str:
+    """The heads' version folder: their checkpoint, their search embeddings and index."""
+    return version_id(model_version)
 
 
 def image_base_embeddings_path(encoder_id: str, partition_key: "str | ShardKey") -> tuple[str, ...]:
@@ -149,6 +154,33 @@ def model_version_dirs(model_version: int) -> list[tuple[str, ...]]:
     """Every lake folder that belongs to one heads version (what pruning removes)."""
     return [heads_dir(model_version), search_embeddings_dir(model_version), search_index_dir(model_version),
             ("evaluation", heads_artifact_id(model_version))]
+
+
+# -- the stellar emulator: a registered model of its own, versioned the same way --------------------------------
+STELLAR_MODELS_DIR = ("models", "stellar")
+STELLAR_LATEST_POINTER = (*STELLAR_MODELS_DIR, "latest.json")
+
+
+def stellar_model_dir(model_version: int) -> tuple[str, ...]:
+    return (*STELLAR_MODELS_DIR, version_id(model_version))
+
+
+def stellar_checkpoint_path(model_version: int) -> tuple[str, ...]:
+    return (*stellar_model_dir(model_version), "emulator.pt")
+
+
+def stellar_standardisation_path(model_version: int) -> tuple[str, ...]:
+    """The per-name median and MAD the version was trained with: its inputs and outputs are in these units."""
+    return (*stellar_model_dir(model_version), "standardisation.parquet")
+
+
+def stellar_posteriors_dir(model_version: int) -> tuple[str, ...]:
+    return ("stellar", "posteriors", version_id(model_version))
+
+
+def stellar_samples_path(model_version: int, task: str, variant: str) -> tuple[str, ...]:
+    """Posterior samples [star, sample] of one task variant, rows in the order of ``stellar_posteriors``."""
+    return (*stellar_posteriors_dir(model_version), f"{task}__{variant}.npy")
 
 
 DESCRIPTION_SAMPLE = ("samples", "description_sample.parquet")

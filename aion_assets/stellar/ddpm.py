@@ -131,13 +131,18 @@ class DiffusionHead(nn.Module):
             raise ValueError(f"expected a condition of shape [B, {self.cond_dim}], got {shape}")
 
     def loss(self, x0: torch.Tensor, cond: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, draws: int = 1) -> torch.Tensor:
         """Mean squared error between the true and the predicted noise at uniformly drawn steps t.
 
         Steps come in antithetic pairs (t, T-1-t), as in the reference: every batch covers both ends of the
-        schedule evenly, which lowers the variance of the loss at no cost.
+        schedule evenly, which lowers the variance of the loss at no cost. ``draws`` > 1 scores each row at that
+        many (t, noise) draws: the head is cheap next to whatever computed ``cond``, so one encoder pass buys
+        several denoising targets and a much less noisy gradient.
         """
         self._check(x0, cond)
+        if draws > 1:
+            x0 = x0.repeat_interleave(draws, dim=0)
+            cond = None if cond is None else cond.repeat_interleave(draws, dim=0)
         batch = x0.shape[0]
         half = torch.randint(0, self.num_steps, (batch // 2 + 1,), generator=generator, device=x0.device)
         t = torch.cat([half, self.num_steps - 1 - half])[:batch]

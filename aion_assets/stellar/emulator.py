@@ -167,10 +167,11 @@ class StellarEmulator(nn.Module):
         return self.encoder(sequence, src_key_padding_mask=mask if bool(mask.any()) else None)[:, 0]
 
     def loss(self, values: torch.Tensor, tokens: torch.Tensor, query: torch.Tensor, target: torch.Tensor,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-        """Noise-prediction loss of the head for the (standardised) ``target`` [B] of each star's query."""
+             generator: torch.Generator | None = None, noise_draws: int = 1) -> torch.Tensor:
+        """Noise-prediction loss of the head for the (standardised) ``target`` [B] of each star's query, at
+        ``noise_draws`` diffusion draws per star (see :meth:`DiffusionHead.loss`)."""
         return self.head.loss(target.reshape(-1, 1).to(self.value_weight.dtype),
-                              self.encode(values, tokens, query), generator=generator)
+                              self.encode(values, tokens, query), generator=generator, draws=noise_draws)
 
     @torch.no_grad()
     def sample(self, values: torch.Tensor, tokens: torch.Tensor, query: torch.Tensor, n_samples: int,
@@ -287,6 +288,15 @@ def _usable(table: TokenTable) -> np.ndarray:
     return np.flatnonzero(table.known.any(axis=1))
 
 
+def _weighted_batches(indices: np.ndarray, weights: np.ndarray, batch_size: int,
+                      rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Endless batches drawn with probability proportional to ``weights``: no star twice in one batch, each batch
+    drawn afresh."""
+    p = weights[indices] / weights[indices].sum()
+    while True:
+        yield rng.choice(indices, size=batch_size, replace=False, p=p)
+
+
 def _index_batches(indices: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
     """Endless batches of ``indices``, reshuffled every epoch (each star seen once per epoch)."""
     while True:
@@ -334,11 +344,13 @@ def train_emulator(train: TokenTable, validation: TokenTable, config: EmulatorCo
                    lr: float, seed: int, device: str = "cpu",
                    on_eval: Callable[[int, float, float], None] | None = None, eval_every: int = 250, *,
                    weight_decay: float = 1e-4, grad_clip: float = 1.0, validation_size: int = 8192,
+                   noise_draws: int = 1, star_weights: np.ndarray | None = None,
                    ) -> tuple[StellarEmulator, list[dict]]:
     """Train a :class:`StellarEmulator` for ``steps`` optimiser steps; returns it (eval mode) and its curve.
 
     AdamW with a linear warm-up (5% of the steps, at most 500) and cosine decay, gradient-norm clipping at
-    ``grad_clip``. Every ``eval_every`` steps and at the end a row {step, train_loss (mean since the previous row),
+    ``grad_clip``; each star's target is scored at ``noise_draws`` diffusion draws. ``star_weights`` (one per
+    train star) draws batches by weight instead of one pass per epoch, e.g. so a small catalogue is not drowned. Every ``eval_every`` steps and at the end a row {step, train_loss (mean since the previous row),
     validation_loss, lr} is appended and passed to ``on_eval(step, train_loss, validation_loss)``. The validation
     loss uses at most ``validation_size`` stars with fixed subsets, diffusion steps and noise. A config without
     names takes the table's; on CPU the run is deterministic for a seed.
@@ -358,14 +370,19 @@ def train_emulator(train: TokenTable, validation: TokenTable, config: EmulatorCo
     warmup = max(1, min(500, steps // 20))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, steps, warmup))
     rng = np.random.default_rng(seed)
-    batches = _index_batches(usable, batch_size, rng)
+    if star_weights is None:
+        batches = _index_batches(usable, batch_size, rng)
+    else:
+        if len(star_weights) != len(train) or not np.all(np.asarray(star_weights) > 0):
+            raise ValueError("star_weights needs one positive weight per train star")
+        batches = _weighted_batches(usable, np.asarray(star_weights, dtype=np.float64), batch_size, rng)
     validation_batches = _fixed_validation(validation, seed + 1, validation_size)
     curve: list[dict] = []
     running, counted = torch.zeros((), device=device), 0  # summed on the device: no host sync every step
     model.train()
     for step in range(1, steps + 1):
         values, tokens, query, target = (tensor.to(device) for tensor in training_batch(train, next(batches), rng))
-        loss = model.loss(values, tokens, query, target)
+        loss = model.loss(values, tokens, query, target, noise_draws=noise_draws)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip, foreach=True)
