@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
+    from aion_assets.platform.lake import Lake
+
 # A release name becomes part of partition keys, lake paths and SQL values: keep it to a safe alphabet.
 RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 RELEASE_NAME_RULE = "a release name may hold only letters, digits, '.', '_' and '-' (it becomes a partition key)"
@@ -85,6 +87,19 @@ def version_id(model_version: int) -> str:
     if int(model_version) < 1:
         raise ValueError(f"model versions start at 1, got {model_version}")
     return f"v{int(model_version)}"
+
+
+_VERSION_FOLDER = re.compile(r"^v(\d+)$")
+
+
+def versions_holding(lake: Lake, models_dir: tuple[str, ...], filename: str) -> list[int]:
+    """Every version under ``models_dir`` whose ``vN`` folder holds ``filename``, ascending."""
+    versions = []
+    for relative in lake.iter_files("/".join(models_dir) + f"/*/{filename}"):
+        match = _VERSION_FOLDER.match(relative.rstrip("/").split("/")[-2])
+        if match:
+            versions.append(int(match.group(1)))
+    return sorted(versions)
 
 
 def heads_artifact_id(model_version: int) -> str:

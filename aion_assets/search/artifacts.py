@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -27,12 +26,12 @@ from aion_assets.platform.layout import (
     model_version_dirs,
     search_index_dir,
     training_set_path,
+    versions_holding,
 )
 from aion_assets.search.heads import AlignmentHeads, load_heads, read_heads_metadata, save_heads
 from aion_assets.search.index import VectorIndex
 
 TRAINING_SET_SCHEMA = {"release": pl.String, "object_id": pl.String, "sha256": pl.String, "split": pl.String}
-_VERSION_FOLDER = re.compile(r"^v(\d+)$")
 
 
 class ModelVersionMissing(FileNotFoundError):
@@ -100,12 +99,7 @@ def load_training_set(lake: Lake, model_version: int) -> pl.DataFrame:
 # -- versions and the served pointer --------------------------------------------------------------------------
 def trained_versions(lake: Lake) -> list[int]:
     """Every heads version with a checkpoint in the lake, ascending."""
-    versions = []
-    for relative in lake.iter_files("/".join(MODELS_DIR) + "/*/heads.safetensors"):
-        match = _VERSION_FOLDER.match(Path(relative).parent.name)
-        if match:
-            versions.append(int(match.group(1)))
-    return sorted(versions)
+    return versions_holding(lake, MODELS_DIR, "heads.safetensors")
 
 
 def newest_trained_version(lake: Lake) -> int:

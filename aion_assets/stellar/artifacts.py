@@ -8,7 +8,6 @@ refreshed later (new stars, another median) must not silently change what an old
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,12 +20,12 @@ from aion_assets.platform.layout import (
     STELLAR_MODELS_DIR,
     stellar_checkpoint_path,
     stellar_standardisation_path,
+    versions_holding,
 )
 from aion_assets.stellar.catalog import Standardisation
 
 REGISTERED_MODEL = "aion-stellar-emulator"
 EXPERIMENT = "aion-stellar"
-_VERSION_FOLDER = re.compile(r"^v(\d+)$")
 
 
 class StellarModelMissing(FileNotFoundError):
@@ -60,12 +59,7 @@ def load_from_lake(lake: Lake, model_version: int, device: str = "cpu"):
 
 
 def trained_versions(lake: Lake) -> list[int]:
-    versions = []
-    for relative in lake.iter_files("/".join(STELLAR_MODELS_DIR) + "/*/emulator.pt"):
-        match = _VERSION_FOLDER.match(Path(relative).parent.name)
-        if match:
-            versions.append(int(match.group(1)))
-    return sorted(versions)
+    return versions_holding(lake, STELLAR_MODELS_DIR, "emulator.pt")
 
 
 def write_latest_pointer(lake: Lake, model_version: int, mlflow_run_id: str) -> None:
