@@ -120,7 +120,7 @@ class RedClumpResult:
     n_data_bimodal: int        # ... whose training-star neighbourhood has a bimodal logg
     emulator_bimodal: float    # fraction of those whose emulator posterior is bimodal
     gaussian_bimodal: float    # the same for samples of the Gaussian baseline
-    example: int | None        # row (in ``test``) of the clearest bimodal posterior, for the plot
+    example: int | None        # row (in ``test``) of the posterior closest to two modes, for the plot
 
 
 def red_clump_bimodality(test: pl.DataFrame, samples: np.ndarray, train: pl.DataFrame,
@@ -142,7 +142,8 @@ def red_clump_bimodality(test: pl.DataFrame, samples: np.ndarray, train: pl.Data
         judged.append(row)
         emulator_votes.append(posterior["bimodal"])
         gaussian_votes.append(scoring.bimodality(gaussian_draws, rng_seed=seed)["bimodal"])
-        strength.append(posterior["delta_bic"] if posterior["bimodal"] else -np.inf)
-    example = judged[int(np.argmax(strength))] if judged and np.isfinite(max(strength)) else None
+        strength.append(posterior["delta_bic"])
+    # the plot's star: the posterior closest to two modes (the clearest bimodal one when any is)
+    example = int(judged[int(np.argmax(np.nan_to_num(strength, nan=-np.inf)))]) if judged else None
     return RedClumpResult(len(in_region), len(judged), float(np.mean(emulator_votes)) if judged else 0.0,
                           float(np.mean(gaussian_votes)) if judged else 0.0, example)

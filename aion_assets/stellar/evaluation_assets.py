@@ -116,7 +116,7 @@ class _Figures:
                 calibration_png(CALIBRATION_LEVELS, self.calibration), "calibration curve"))
             out["pit"] = dg.MetadataValue.md(png_markdown(pit_png(self.pit), "PIT histograms"))
         if self.bimodal is not None:
-            out["bimodal_posterior"] = dg.MetadataValue.md(png_markdown(self.bimodal, "a bimodal posterior"))
+            out["bimodal_posterior"] = dg.MetadataValue.md(png_markdown(self.bimodal, "the red-clump posterior closest to two modes"))
         return out
 
 
