@@ -224,15 +224,18 @@ def test_rerank_reorders_by_vlm_score_and_is_stored(chain, fake_anthropic, dummy
 
 
 def _stale_keys(instance, defs) -> set[str]:
+    """The demo's assets (the ones this chain materialized) that the UI would badge as changed."""
     # The resolver the UI uses for its "changed" badges (internal API: no public one exists in 1.13).
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
     from dagster._core.loader import LoadingContextForTest
+
+    from aion_assets.cli import DEMO_SELECTION
 
     graph = defs.resolve_asset_graph()
     resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph,
                                           loading_context=LoadingContextForTest(instance))
     stale = set()
-    for key in graph.get_all_asset_keys():
+    for key in dg.AssetSelection.from_string(DEMO_SELECTION).resolve(graph):
         node = graph.get(key)
         if not node.is_materializable:
             continue
