@@ -16,8 +16,6 @@ import polars as pl
 def bench_stellar(stellar_dir: Path, preset: str = "cpu", steps: int = 50, batch_size: int = 512,
                   n_stars: int = 256, n_samples: int = 256, device: str = "auto",
                   noise_draws: int = 8) -> dict[str, Any]:
-    from dataclasses import replace
-
     from aion_assets.platform.devices import resolve_device
     from aion_assets.stellar.catalog import NAMES, build_catalog
     from aion_assets.stellar.emulator import CPU_DEFAULT, REFERENCE, train_emulator
@@ -26,7 +24,7 @@ def bench_stellar(stellar_dir: Path, preset: str = "cpu", steps: int = 50, batch
 
     torch_device = resolve_device(device)
     catalog = build_catalog(stellar_dir)
-    config = replace(CPU_DEFAULT if preset == "cpu" else REFERENCE, names=tuple(NAMES))
+    config = (CPU_DEFAULT if preset == "cpu" else REFERENCE).with_names(NAMES)
     rows = catalog.measurements
     train, _ = token_table(rows.filter(pl.col("split") == "train"), config.names)
     validation, _ = token_table(rows.filter(pl.col("split") == "validation").head(2000), config.names)
@@ -40,9 +38,9 @@ def bench_stellar(stellar_dir: Path, preset: str = "cpu", steps: int = 50, batch
     task = TASK_BY_NAME["logg_from_teff_mh"]
     table = task_table(rows, task, "test").head(n_stars)
     z_inputs = table.select([f"{name}__z" for name in task.inputs]).to_numpy()
-    sample_task(model, task.inputs, z_inputs[:8], task.target, 8, seed=0, device=torch_device)  # warm-up
+    sample_task(model, task.inputs, z_inputs[:8], task.target, 8, seed=0, device=str(torch_device))  # warm-up
     started = time.perf_counter()
-    sample_task(model, task.inputs, z_inputs, task.target, n_samples, seed=0, device=torch_device)
+    sample_task(model, task.inputs, z_inputs, task.target, n_samples, seed=0, device=str(torch_device))
     sample_s = time.perf_counter() - started
     return {"preset": preset, "device": str(torch_device), "steps": steps, "batch_size": batch_size,
             "train_steps_per_s": steps / train_s, "train_stars_per_s": steps * batch_size / train_s,

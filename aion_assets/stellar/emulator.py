@@ -463,14 +463,24 @@ def predict(model: StellarEmulator, inputs: Sequence[Mapping[str, float]], targe
     for i, star in enumerate(inputs):
         for j, (name, value) in enumerate(star.items()):
             values[i, j], tokens[i, j] = value, names.index(name) + 1
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    query = torch.full((len(inputs),), names.index(target) + 1, dtype=torch.long)
+    return sample_arrays(model, values, tokens, names.index(target) + 1, n_samples, seed, chunk_rows)
+
+
+def sample_arrays(model: StellarEmulator, values: np.ndarray, tokens: np.ndarray, query_token: int, n_samples: int,
+                  seed: int, chunk_rows: int = 8192) -> np.ndarray:
+    """Posterior samples [n_stars, n_samples] of the name ``query_token`` for padded inputs ``values``/``tokens``
+    [n_stars, L] (token 0 or a non-finite value: missing). Stars go in chunks of at most ``chunk_rows`` sampling
+    chains (about 8k keep the working set cache-sized on CPU), with one generator seeded by ``seed``, so a call is
+    reproducible."""
+    device = model.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    query = torch.full((len(values),), query_token, dtype=torch.long)
     stars_per_chunk = max(1, chunk_rows // max(1, n_samples))
-    out = np.empty((len(inputs), n_samples), dtype=np.float32)
-    for start in range(0, len(inputs), stars_per_chunk):
+    out = np.empty((len(values), n_samples), dtype=np.float32)
+    for start in range(0, len(values), stars_per_chunk):
         stop = start + stars_per_chunk
-        samples = model.sample(torch.from_numpy(values[start:stop]).to(model.device),
-                               torch.from_numpy(tokens[start:stop]).to(model.device),
-                               query[start:stop].to(model.device), n_samples, generator=generator)
+        samples = model.sample(torch.from_numpy(np.ascontiguousarray(values[start:stop], dtype=np.float32)).to(device),
+                               torch.from_numpy(np.ascontiguousarray(tokens[start:stop], dtype=np.int64)).to(device),
+                               query[start:stop].to(device), n_samples, generator=generator)
         out[start:stop] = samples.cpu().numpy()
     return out

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-import torch
 
-# Chains (stars x samples) per call of the sampler: bounded so memory stays small, and on a CPU a few thousand
-# chains per denoising step run faster than larger blocks.
-CHAINS_PER_CALL = 8192
+from aion_assets.stellar.emulator import TokenTable, sample_arrays
 
 
 def token_ids(model, names: tuple[str, ...] | list[str]) -> list[int]:
@@ -26,27 +23,16 @@ def token_ids(model, names: tuple[str, ...] | list[str]) -> list[int]:
 
 
 def sample_task(model, input_names: tuple[str, ...], z_inputs: np.ndarray, target: str, n_samples: int,
-                seed: int, device: str | torch.device = "cpu") -> np.ndarray:
+                seed: int, device: str = "cpu") -> np.ndarray:
     """Standardised posterior samples [n_stars, n_samples] of ``target`` given the same ``input_names`` for every
     star (``z_inputs`` [n_stars, len(input_names)], standardised; NaN = not given)."""
     if target in input_names:
         raise ValueError(f"the target {target} cannot be one of its own inputs")
     (query_id,) = token_ids(model, [target])
     ids = np.asarray(token_ids(model, input_names), dtype=np.int64)
-    values = np.nan_to_num(np.asarray(z_inputs, dtype=np.float32).reshape(len(z_inputs), len(input_names)))
-    tokens = np.where(np.isnan(np.asarray(z_inputs, dtype=np.float64)), 0, ids[None, :]).astype(np.int64)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    out = np.empty((len(values), n_samples), dtype=np.float32)
-    model = model.to(device).eval()
-    stars_per_call = max(1, CHAINS_PER_CALL // n_samples)
-    for start in range(0, len(values), stars_per_call):
-        stop = min(start + stars_per_call, len(values))
-        batch_values = torch.from_numpy(values[start:stop]).to(device)
-        batch_tokens = torch.from_numpy(tokens[start:stop]).to(device)
-        query = torch.full((stop - start,), query_id, dtype=torch.long, device=device)
-        samples = model.sample(batch_values, batch_tokens, query, n_samples, generator=generator)
-        out[start:stop] = samples.detach().cpu().numpy()
-    return out
+    values = np.asarray(z_inputs, dtype=np.float32).reshape(len(z_inputs), len(input_names))
+    tokens = np.broadcast_to(ids[None, :], values.shape)
+    return sample_arrays(model.to(device).eval(), values, tokens, query_id, n_samples, seed)
 
 
 def star_units(measurements: pl.DataFrame) -> pl.DataFrame:
@@ -59,8 +45,6 @@ def star_units(measurements: pl.DataFrame) -> pl.DataFrame:
 def token_table(measurements: pl.DataFrame, names: tuple[str, ...]):
     """(:class:`TokenTable`, units) of long rows (star_id, source, name, z): the model's padded per-star arrays
     and, row for row, which (star_id, source) each holds."""
-    from aion_assets.stellar.emulator import TokenTable
-
     units = star_units(measurements)
     rows = measurements.join(units, on=["star_id", "source"])
     name_index = {name: index for index, name in enumerate(names)}
