@@ -32,6 +32,7 @@ from aion_assets.platform.layout import (
 from aion_assets.platform.partitions import release_shards
 from aion_assets.platform.plots import png_markdown
 from aion_assets.platform.resources import LakeResource, MlflowResource, WarehouseResource
+from aion_assets.platform.tracking import log_png, register_version
 from aion_assets.search.artifacts import (
     heads_metadata_from_lake,
     load_heads_from_lake,
@@ -71,21 +72,6 @@ def models_code_version() -> str:
     """The models in use are part of every code version here: switching the text or image model (or its
     precision) marks the heads and everything after them as changed, through the lineage."""
     return f"{CODE_REVISION}-{image_encoder_version()}-{text_encoder_version()}"
-
-
-def _register_version(run, image_id: str, text_id: str, n_train: int) -> int:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
-    try:
-        client.get_registered_model(REGISTERED_MODEL)
-    except Exception:  # noqa: BLE001 - MLflow raises its own RestException for "not found"
-        client.create_registered_model(REGISTERED_MODEL, description="AION-Search projection heads")
-    version = client.create_model_version(
-        REGISTERED_MODEL, source=f"{run.info.artifact_uri}/heads", run_id=run.info.run_id,
-        tags={"image_encoder": image_id, "text_encoder": text_id, "n_train": str(n_train)},
-    )
-    return int(version.version)
 
 
 def _training_pairs(store, warehouse, image_id: str, text_id: str):
@@ -170,13 +156,15 @@ def build_training_assets() -> list[dg.AssetsDefinition]:
                                     "best_val_mrr": spread["max"]})
             curves = training_curves_png({int(s): r.history for s, r in zip(config.seeds, results)}, best_seed,
                                          selected_epoch=best.best_epoch)
-            mlflow_api.log_image(_png_image(curves), "training_curves.png")
+            log_png(curves, "training_curves.png")
             input_versions = input_data_versions(context, ["text_embeddings", "vlm_descriptions",
                                                            "description_sample"])
             heads = best.heads()
             checkpoint = _log_heads_artifacts(mlflow_api, heads, training_set, run.info.run_id, image_id, text_id,
                                               input_versions)
-            model_version = _register_version(run, image_id, text_id, len(train))
+            model_version = register_version(
+                REGISTERED_MODEL, "AION-Search projection heads", run, "heads",
+                {"image_encoder": image_id, "text_encoder": text_id, "n_train": str(len(train))})
             mlflow_api.set_tag("model_version", str(model_version))
         # The lake copy last: a version folder exists only for a version MLflow has registered.
         lake_path = save_heads_to_lake(store, model_version, heads, checkpoint, training_set)
@@ -199,14 +187,6 @@ def build_training_assets() -> list[dg.AssetsDefinition]:
         )
 
     return [alignment_model]
-
-
-def _png_image(png: bytes):
-    import io
-
-    from PIL import Image
-
-    return Image.open(io.BytesIO(png))
 
 
 def _log_heads_artifacts(mlflow_api, heads, training_set: pl.DataFrame, run_id: str, image_id: str, text_id: str,

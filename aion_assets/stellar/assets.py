@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from aion_assets.platform.layout import stellar_samples_path, version_id
+from aion_assets.platform.markdown import markdown_table
 from aion_assets.platform.plots import png_markdown
 from aion_assets.platform.resources import LakeResource, MlflowResource, WarehouseResource
 from aion_assets.stellar.resources import (
@@ -67,20 +68,17 @@ def stellar_catalog(context: dg.AssetExecutionContext, config: StellarCatalogCon
             "values": catalog.measurements.height,
             "stars": catalog.measurements["star_id"].n_unique(),
             "quarantined": catalog.quarantine.height,
-            "per_source": dg.MetadataValue.md(_markdown(per_source)),
-            "stars_per_split": dg.MetadataValue.md(_markdown(splits)),
-            "quarantine_reasons": dg.MetadataValue.md(_markdown(reasons)),
+            "per_source": dg.MetadataValue.md(markdown_table(per_source)),
+            "stars_per_split": dg.MetadataValue.md(markdown_table(splits)),
+            "quarantine_reasons": dg.MetadataValue.md(markdown_table(reasons, max_rows=40)),
         },
         data_version=dg.DataVersion(_catalog_data_version(folder, config)),
     )
 
 
-def _markdown(frame: pl.DataFrame) -> str:
-    header = "| " + " | ".join(frame.columns) + " |\n| " + " | ".join("---" for _ in frame.columns) + " |\n"
-    return header + "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in frame.iter_rows())
-
-
 def _emulator_config(config: StellarEmulatorConfig):
+    import dataclasses
+
     from aion_assets.stellar.catalog import NAMES
     from aion_assets.stellar.emulator import CPU_DEFAULT, REFERENCE
 
@@ -88,7 +86,7 @@ def _emulator_config(config: StellarEmulatorConfig):
     overrides = {field: getattr(config, field) for field in ("embedding_dim", "num_layers", "head_layers",
                                                               "head_width", "diffusion_steps")
                  if getattr(config, field) is not None}
-    return type(preset).from_dict({**preset.to_dict(), "names": list(NAMES), **overrides})
+    return dataclasses.replace(preset.with_names(NAMES), **overrides)
 
 
 @dg.asset(group_name=GROUP, deps=[stellar_catalog], code_version=EMULATOR_CODE_VERSION, pool="gpu",
@@ -160,13 +158,10 @@ def stellar_emulator(context: dg.AssetExecutionContext, config: StellarEmulatorC
 def _log_and_register(mlflow_api, run, model, standardisation: pl.DataFrame, curves_png: bytes,
                       n_train: int) -> int:
     """The checkpoint, its standardisation and curves as the run's artifacts; returns the registered version."""
-    import io
     import tempfile
     from pathlib import Path
 
-    from mlflow.tracking import MlflowClient
-    from PIL import Image
-
+    from aion_assets.platform.tracking import log_png, register_version
     from aion_assets.stellar.artifacts import REGISTERED_MODEL
     from aion_assets.stellar.emulator import save_emulator
 
@@ -174,16 +169,11 @@ def _log_and_register(mlflow_api, run, model, standardisation: pl.DataFrame, cur
         save_emulator(model, Path(scratch) / "emulator.pt")
         standardisation.write_parquet(Path(scratch) / "standardisation.parquet")
         mlflow_api.log_artifacts(scratch, artifact_path="emulator")
-    mlflow_api.log_image(Image.open(io.BytesIO(curves_png)), "training_curves.png")
-    client = MlflowClient()
-    try:
-        client.get_registered_model(REGISTERED_MODEL)
-    except Exception:  # noqa: BLE001 - MLflow raises its own RestException for "not found"
-        client.create_registered_model(REGISTERED_MODEL, description="AION stellar label emulator")
-    version = client.create_model_version(REGISTERED_MODEL, source=f"{run.info.artifact_uri}/emulator",
-                                          run_id=run.info.run_id, tags={"n_train": str(n_train)})
-    mlflow_api.set_tag("model_version", version.version)
-    return int(version.version)
+    log_png(curves_png, "training_curves.png")
+    version = register_version(REGISTERED_MODEL, "AION stellar label emulator", run, "emulator",
+                               {"n_train": str(n_train)})
+    mlflow_api.set_tag("model_version", str(version))
+    return version
 
 
 def _test_tables(measurements: pl.DataFrame, config: StellarPosteriorsConfig):
@@ -220,7 +210,7 @@ def stellar_posteriors(context: dg.AssetExecutionContext, config: StellarPosteri
             context.log.warning(f"{task.name}: no test stars have {task.target} and all of its inputs")
             continue
         z_inputs = table.select([f"{name}__z" for name in inputs]).to_numpy()
-        z_samples = sample_task(model, inputs, z_inputs, task.target, config.n_samples, config.seed, device)
+        z_samples = sample_task(model, inputs, z_inputs, task.target, config.n_samples, config.seed, str(device))
         samples = standardisation.unstandardise(task.target, z_samples).astype(np.float32)
         store.write_array(samples, *stellar_samples_path(model_version, task.name, variant))
         summary = summarise(samples)
