@@ -66,16 +66,28 @@ def evaluate_variant(task: Task, variant: str, inputs: tuple[str, ...], test: pl
     units (columns star_id, the target, the inputs); ``samples`` [n_test, S] in physical units."""
     truth = test[task.target].to_numpy()
     rows = metric_rows(task.name, variant, EMULATOR, scoring.task_metrics(samples, truth))
-    x_train, y_train = _xy(train, task.target, inputs)
-    x_val, y_val = _xy(validation, task.target, inputs)
-    x_test, _ = _xy(test, task.target, inputs)
+    boosted, gaussian, baselines = _score_baselines(train, validation, test, task.target, inputs, seed,
+                                                    gaussian_epochs)
+    rows += metric_rows(task.name, variant, BOOSTED, boosted)
+    rows += metric_rows(task.name, variant, GAUSSIAN, gaussian)
+    return rows, baselines
+
+
+def _score_baselines(train: pl.DataFrame, validation: pl.DataFrame, test: pl.DataFrame, target: str,
+                     inputs: tuple[str, ...], seed: int, gaussian_epochs: int,
+                     ) -> tuple[dict[str, float], dict[str, float], Baselines]:
+    """Both baselines fitted on train (early-stopped on validation) and scored on test: their figures, and the
+    Gaussian network's (mean, std) on the test stars."""
+    x_train, y_train = _xy(train, target, inputs)
+    x_val, y_val = _xy(validation, target, inputs)
+    x_test, truth = _xy(test, target, inputs)
     with one_thread():
         boosted = fit_boosted(x_train, y_train, x_val, y_val, seed=seed)
         network = fit_gaussian_network(x_train, y_train, x_val, y_val, seed=seed, epochs=gaussian_epochs)
         mean, std = network.predict(x_test)
-    rows += metric_rows(task.name, variant, BOOSTED, scoring.point_task_metrics(boosted.predict(x_test), truth))
-    rows += metric_rows(task.name, variant, GAUSSIAN, scoring.gaussian_task_metrics(mean, std, truth))
-    return rows, Baselines(mean, std)
+        prediction = boosted.predict(x_test)
+    return (scoring.point_task_metrics(prediction, truth), scoring.gaussian_task_metrics(mean, std, truth),
+            Baselines(mean, std))
 
 
 def _xy(table: pl.DataFrame, target: str, inputs: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -101,15 +113,10 @@ def repeated_split_spread(pool: pl.DataFrame, task: Task, inputs: tuple[str, ...
         n_train, n_val = int(fractions[0] * pool.height), int(fractions[1] * pool.height)
         train, val, test = (pool[order[:n_train]], pool[order[n_train:n_train + n_val]],
                             pool[order[n_train + n_val:]])
-        x_train, y_train = _xy(train, task.target, inputs)
-        x_val, y_val = _xy(val, task.target, inputs)
-        x_test, truth = _xy(test, task.target, inputs)
-        with one_thread():
-            boosted = fit_boosted(x_train, y_train, x_val, y_val, seed=seed + repeat)
-            network = fit_gaussian_network(x_train, y_train, x_val, y_val, seed=seed + repeat,
-                                           epochs=gaussian_epochs)
-        per_method[BOOSTED].append(scoring.point_task_metrics(boosted.predict(x_test), truth))
-        per_method[GAUSSIAN].append(scoring.gaussian_task_metrics(*network.predict(x_test), truth))
+        boosted, gaussian, _ = _score_baselines(train, val, test, task.target, inputs, seed + repeat,
+                                                gaussian_epochs)
+        per_method[BOOSTED].append(boosted)
+        per_method[GAUSSIAN].append(gaussian)
     return {method: {name: float(np.std([draw[name] for draw in draws], ddof=1)) for name in draws[0]
                      if name != "n"} for method, draws in per_method.items()}
 

@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 
 from aion_assets.platform.layout import stellar_samples_path
+from aion_assets.platform.markdown import markdown_table
 from aion_assets.platform.plots import png_markdown
 from aion_assets.platform.resources import LakeResource, WarehouseResource
 from aion_assets.stellar.assets import EVAL_CODE_VERSION, GROUP, stellar_posteriors
@@ -34,7 +35,6 @@ def stellar_eval(context: dg.AssetExecutionContext, config: StellarEvalConfig, l
     """Robust scatter, bias, 68/95% coverage and CRPS of the emulator, a gradient-boosted regressor and a
     Gaussian-output network per task and variant on the same test stars (`stellar_eval`), the red-clump
     bimodality test, and the plots: medians against truth, calibration, PIT, one bimodal posterior."""
-    from aion_assets.stellar import scoring
     from aion_assets.stellar.artifacts import resolve_version
     from aion_assets.stellar.evaluation import evaluate_variant, red_clump_bimodality
     from aion_assets.stellar.tasks import ALL_INPUTS, TASKS, task_table
@@ -61,7 +61,7 @@ def stellar_eval(context: dg.AssetExecutionContext, config: StellarEvalConfig, l
             rows += variant_rows
             if variant != ALL_INPUTS:
                 continue
-            figures.add_task(task, test[task.target].to_numpy(), samples, scoring)
+            figures.add_task(task, test[task.target].to_numpy(), samples)
             if task.target == "logg" and {"teff", "m_h"} <= set(inputs):
                 result = red_clump_bimodality(test, samples, tables["train"], baselines, config.seed)
                 rows += _red_clump_rows(task.name, result)
@@ -88,7 +88,9 @@ class _Figures:
     def __init__(self) -> None:
         self.panels, self.calibration, self.pit, self.bimodal = [], {}, {}, None
 
-    def add_task(self, task, truth: np.ndarray, samples: np.ndarray, scoring) -> None:
+    def add_task(self, task, truth: np.ndarray, samples: np.ndarray) -> None:
+        from aion_assets.stellar import scoring
+
         self.panels.append((task.description, truth, np.median(samples, axis=1)))
         self.calibration[task.name] = scoring.calibration_curve(samples, truth, CALIBRATION_LEVELS)
         self.pit[task.name] = scoring.pit_histogram(scoring.pit(samples, truth))
@@ -127,11 +129,9 @@ def summary_markdown(frame: pl.DataFrame) -> str:
     metrics = ["mad_std", "bias", "coverage_68", "coverage_95", "crps"]
     wide = (frame.filter((pl.col("variant") == ALL_INPUTS) & pl.col("metric").is_in(metrics))
             .pivot(on="metric", index=["task", "method", "n"], values="value").sort("task", "method"))
-    lines = ["| task | method | n | " + " | ".join(metrics) + " |", "|" + " --- |" * (3 + len(metrics))]
-    for row in wide.iter_rows(named=True):
-        cells = [f"{row[m]:.4g}" if row.get(m) is not None else "" for m in metrics]
-        lines.append(f"| {row['task']} | {row['method']} | {row['n']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    shown = wide.select("task", "method", "n", *[pl.col(m).map_elements(lambda v: f"{v:.4g}", return_dtype=pl.String)
+                                                 for m in metrics if m in wide.columns])
+    return markdown_table(shown, max_rows=shown.height)
 
 
 def _latest_eval(warehouse: WarehouseResource) -> pl.DataFrame:
