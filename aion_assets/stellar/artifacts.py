@@ -32,15 +32,20 @@ class StellarModelMissing(FileNotFoundError):
     """A version (or the pointer) the lake does not hold; the message says what to run."""
 
 
-def save_to_lake(lake: Lake, model_version: int, model, standardisation: pl.DataFrame) -> str:
-    """The standardisation first, then the checkpoint: a checkpoint in the lake always has its units beside it."""
+def checkpoint_bytes(model) -> bytes:
+    """The model as one checkpoint file's bytes: serialized once, then given to MLflow and to the lake alike."""
     from aion_assets.stellar.emulator import save_emulator
 
-    lake.write_parquet(standardisation.select("name", "median", "mad", "n"), *stellar_standardisation_path(model_version))
     with tempfile.TemporaryDirectory() as scratch:
         local = Path(scratch) / "emulator.pt"
         save_emulator(model, local)
-        return lake.write_bytes(local.read_bytes(), *stellar_checkpoint_path(model_version))
+        return local.read_bytes()
+
+
+def save_to_lake(lake: Lake, model_version: int, checkpoint: bytes, standardisation: pl.DataFrame) -> str:
+    """The standardisation first, then the checkpoint: a checkpoint in the lake always has its units beside it."""
+    lake.write_parquet(standardisation.select("name", "median", "mad", "n"), *stellar_standardisation_path(model_version))
+    return lake.write_bytes(checkpoint, *stellar_checkpoint_path(model_version))
 
 
 def load_from_lake(lake: Lake, model_version: int, device: str = "cpu"):

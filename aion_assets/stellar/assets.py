@@ -100,7 +100,7 @@ def stellar_emulator(context: dg.AssetExecutionContext, config: StellarEmulatorC
     import mlflow as mlflow_api
 
     from aion_assets.platform.devices import resolve_device
-    from aion_assets.stellar.artifacts import EXPERIMENT, save_to_lake, write_latest_pointer
+    from aion_assets.stellar.artifacts import EXPERIMENT, checkpoint_bytes, save_to_lake, write_latest_pointer
     from aion_assets.stellar.emulator import train_emulator
     from aion_assets.stellar.inference import source_balanced_weights, token_table
     from aion_assets.stellar.plots import training_curves_png
@@ -134,11 +134,12 @@ def stellar_emulator(context: dg.AssetExecutionContext, config: StellarEmulatorC
         seconds = time.perf_counter() - started
         mlflow_api.log_metrics({"train_seconds": seconds, "steps_per_s": config.steps / seconds})
         curves_png = training_curves_png(curves)
-        model_version = _log_and_register(mlflow_api, run, model.cpu(), standardisation, curves_png,
+        checkpoint_file = checkpoint_bytes(model.cpu())
+        model_version = _log_and_register(mlflow_api, run, checkpoint_file, standardisation, curves_png,
                                           n_train=train.values.shape[0])
     context.log.info(f"stellar emulator v{model_version}: {config.steps} steps in {seconds:.0f} s on {device}, "
                      f"validation loss {curves[-1]['validation_loss']:.4f}")
-    checkpoint = save_to_lake(store, model_version, model, standardisation)
+    checkpoint = save_to_lake(store, model_version, checkpoint_file, standardisation)
     write_latest_pointer(store, model_version, run.info.run_id)
     return dg.MaterializeResult(
         metadata={
@@ -155,7 +156,7 @@ def stellar_emulator(context: dg.AssetExecutionContext, config: StellarEmulatorC
     )
 
 
-def _log_and_register(mlflow_api, run, model, standardisation: pl.DataFrame, curves_png: bytes,
+def _log_and_register(mlflow_api, run, checkpoint: bytes, standardisation: pl.DataFrame, curves_png: bytes,
                       n_train: int) -> int:
     """The checkpoint, its standardisation and curves as the run's artifacts; returns the registered version."""
     import tempfile
@@ -163,10 +164,9 @@ def _log_and_register(mlflow_api, run, model, standardisation: pl.DataFrame, cur
 
     from aion_assets.platform.tracking import log_png, register_version
     from aion_assets.stellar.artifacts import REGISTERED_MODEL
-    from aion_assets.stellar.emulator import save_emulator
 
     with tempfile.TemporaryDirectory() as scratch:
-        save_emulator(model, Path(scratch) / "emulator.pt")
+        (Path(scratch) / "emulator.pt").write_bytes(checkpoint)
         standardisation.write_parquet(Path(scratch) / "standardisation.parquet")
         mlflow_api.log_artifacts(scratch, artifact_path="emulator")
     log_png(curves_png, "training_curves.png")
