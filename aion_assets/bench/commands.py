@@ -71,7 +71,7 @@ def embed(limit: int, batch_size: int | None, as_json: bool) -> None:
                    "releases in AION_RELEASES_DIR)", err=True)
         sys.exit(2)
     settings = get_settings()
-    encoder = load_image_encoder(settings.image_encoder, bf16=settings.image_precision == "bf16")
+    encoder = load_image_encoder(settings.image_encoder, bf16=settings.image_precision == "bf16", lake=lake)
     shards, taken = [], 0
     for array in iter_lake_cutouts(lake, keys, encoder.input_kind):
         shards.append(array[: limit - taken])

@@ -46,8 +46,8 @@ def build_embedding_assets() -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, lake: LakeResource, image_encoder: ImageEncoderResource
     ) -> dg.MaterializeResult:
         """Frozen image-model embeddings of every cutout in a shard, row-aligned with the shard's arrays."""
-        encoder = image_encoder.load()
         store = lake.get()
+        encoder = image_encoder.load(store)
         if encoder.input_kind == "flux" and hasattr(encoder, "with_bands"):
             # A flux model must know which band each channel is; each release publishes its own.
             bands = store.read_parquet(*shard_objects_path(context.partition_key))["bands"]

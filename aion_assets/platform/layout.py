@@ -157,6 +157,12 @@ def evaluation_pools_path(model_version: int) -> tuple[str, ...]:
     return ("evaluation", heads_artifact_id(model_version), "pools.parquet")
 
 
+def evaluation_excluded_path(model_version: int) -> tuple[str, ...]:
+    """(release, object_id, sha256, excluded_by): what trained the heads or their image encoder, kept out of the
+    pools of this version's last evaluation."""
+    return ("evaluation", heads_artifact_id(model_version), "excluded.parquet")
+
+
 def training_curves_path(model_version: int) -> tuple[str, ...]:
     return (*heads_dir(model_version), "training_curves.png")
 
@@ -196,6 +202,36 @@ def stellar_posteriors_dir(model_version: int) -> tuple[str, ...]:
 def stellar_samples_path(model_version: int, task: str, variant: str) -> tuple[str, ...]:
     """Posterior samples [star, sample] of one task variant, rows in the order of ``stellar_posteriors``."""
     return (*stellar_posteriors_dir(model_version), f"{task}__{variant}.npy")
+
+
+# -- the Galaxy Zoo study: its fixed split, one checkpoint per scaling run, and the galaxy-pretrained encoder ---
+ZOO_DATASET = ("zoo", "dataset.parquet")
+ZOO_ENCODER_DIR = ("models", "zoo_encoder")
+ZOO_ENCODER_LATEST_POINTER = (*ZOO_ENCODER_DIR, "latest.json")
+
+
+def zoo_run_checkpoint_path(size: str, fraction_key: str, seed: int) -> tuple[str, ...]:
+    """One scaling-study run's weights: many side by side, one per (size, fraction, seed)."""
+    return ("models", "zoo_scaling", size, fraction_key, f"seed{int(seed)}.pt")
+
+
+def zoo_encoder_dir(model_version: int) -> tuple[str, ...]:
+    return (*ZOO_ENCODER_DIR, version_id(model_version))
+
+
+def zoo_encoder_weights_path(model_version: int) -> tuple[str, ...]:
+    """The finetuned backbone in EfficientNet-Lite0's own key layout (no classifier): an image encoder."""
+    return (*zoo_encoder_dir(model_version), "backbone.pt")
+
+
+def zoo_encoder_card_path(model_version: int) -> tuple[str, ...]:
+    """JSON: the input size it was finetuned at, its MLflow run, the split seed."""
+    return (*zoo_encoder_dir(model_version), "card.json")
+
+
+def zoo_encoder_trained_on_path(model_version: int) -> tuple[str, ...]:
+    """(release, object_id, sha256, split) of every object that trained or early-stopped the encoder."""
+    return (*zoo_encoder_dir(model_version), "trained_on.parquet")
 
 
 DESCRIPTION_SAMPLE = ("samples", "description_sample.parquet")

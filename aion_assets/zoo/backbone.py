@@ -1,0 +1,70 @@
+"""EfficientNet-Lite0 as a trainable network: the search's ImageNet encoder, finetuned on Galaxy Zoo labels.
+
+Pure torch. The backbone keeps the package's own key layout (``efficientnet_lite_pytorch``), so a finetuned
+state dict is read back by ``encoders.image.EfficientNetLite0Encoder(weights_path=...)`` unchanged: the search
+embeds with exactly the weights the study trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from aion_assets.encoders.image import IMAGENET_MEAN, IMAGENET_STD, efficientnet_lite0_weights_path
+from aion_assets.zoo.models import PixelNormalise
+
+FEATURE_DIM = 1280
+
+
+def imagenet_backbone_state() -> dict[str, torch.Tensor]:
+    """The ImageNet weights without the 1000-class classifier."""
+    state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+    return {k: v for k, v in state.items() if not k.startswith("_fc.")}
+
+
+class Lite0Network(nn.Module):
+    """EfficientNet-Lite0 over uint8 NHWC pixels, global-average-pooled 1280-d features, a linear head."""
+
+    def __init__(self, n_outputs: int, image_size: int, backbone_state: dict[str, torch.Tensor] | None = None) -> None:
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.image_size = int(image_size)
+        self.normalise = PixelNormalise(IMAGENET_MEAN, IMAGENET_STD)
+        # Built for the input size: the TensorFlow-style 'same' padding depends on it.
+        self.backbone = EfficientNet.from_name("efficientnet-lite0", image_size=self.image_size)
+        missing, unexpected = self.backbone.load_state_dict(backbone_state or imagenet_backbone_state(), strict=False)
+        if set(missing) != {"_fc.weight", "_fc.bias"} or unexpected:
+            raise RuntimeError(f"backbone weights do not fit EfficientNet-Lite0: missing {missing}, "
+                               f"unexpected {unexpected}")
+        self.backbone._fc = nn.Identity()
+        self.head = nn.Linear(FEATURE_DIM, n_outputs)
+
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.backbone.extract_features(self.normalise(pixels)).mean(dim=(2, 3))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(pixels))
+
+    def backbone_state(self) -> dict[str, torch.Tensor]:
+        """The backbone's weights in the layout the image encoder loads (no classifier)."""
+        return {k: v.detach().cpu().clone() for k, v in self.backbone.state_dict().items() if not k.startswith("_fc.")}
+
+
+def save_backbone(network: Lite0Network, path: str | Path) -> None:
+    torch.save(network.backbone_state(), path)
+
+
+def load_backbone_state(path: str | Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@torch.no_grad()
+def embed_pixels(network: Lite0Network, pixels: torch.Tensor, batch_size: int = 64, device: str = "cpu") -> torch.Tensor:
+    """Pooled features [N, 1280] of uint8 NHWC pixels, in eval mode."""
+    network.eval().to(device)
+    parts = [network.features(pixels[start:start + batch_size].to(device)).float().cpu()
+             for start in range(0, len(pixels), batch_size)]
+    return torch.cat(parts) if parts else torch.zeros((0, FEATURE_DIM))
