@@ -15,6 +15,7 @@ from aion_assets.search.defs import build_defs as search_defs
 from aion_assets.sql_models.defs import build_defs as sql_defs
 from aion_assets.stellar.defs import build_defs as stellar_defs
 from aion_assets.vlm.defs import build_defs as vlm_defs
+from aion_assets.zoo.defs import build_defs as zoo_defs
 
 # Declarative automation is on from the start: a shard the release sensor ingests is embedded as it lands,
 # and the indexes rebuild on their daily cron (the conditions live on the assets themselves).
@@ -37,6 +38,7 @@ def build_definitions() -> dg.Definitions:
         encoders_defs(),
         search_defs(),
         stellar_defs(settings),
+        zoo_defs(),
         sql_defs(),
         dg.Definitions(sensors=[automation_sensor]),
     )

@@ -20,6 +20,7 @@ from aion_assets.encoders.resources import (
     text_encoder_version,
 )
 from aion_assets.platform.layout import (
+    ZOO_DATASET,
     array_fingerprint,
     heads_artifact_id,
     image_base_embeddings_path,
@@ -82,6 +83,7 @@ def _training_pairs(store, warehouse, image_id: str, text_id: str):
     summaries = store.read_array(*folder, "summary.npy")
     located = text_ids.with_row_index("text_row").join(cutout_rows(warehouse), on=["release", "object_id"],
                                                        how="inner")
+    located = _without_held_out(store, located)
     if located.height < 8:
         raise dg.Failure(f"only {located.height} described objects have cutouts; need at least 8 to train")
     _, images = gather_vectors(store, located, lambda key: image_base_embeddings_path(image_id, key))
@@ -89,10 +91,20 @@ def _training_pairs(store, warehouse, image_id: str, text_id: str):
     return located, images, (descriptions[text_rows], summaries[text_rows])
 
 
+def _without_held_out(store, located: pl.DataFrame) -> pl.DataFrame:
+    """Described objects less the Galaxy Zoo study's test split (by id and by image): those objects are held out
+    of every training in the project, so the study's test figures stay test figures."""
+    if not store.exists(*ZOO_DATASET):
+        return located
+    test = store.read_parquet(*ZOO_DATASET).filter(pl.col("split") == "test")
+    kept = located.join(test.select("release", "object_id"), on=["release", "object_id"], how="anti")
+    return kept.filter(~pl.col("sha256").is_in(test["sha256"].implode()))
+
+
 def build_training_assets() -> list[dg.AssetsDefinition]:
     @dg.asset(
         group_name="training",
-        deps=["text_embeddings", "image_base_embeddings", "description_sample"],
+        deps=["text_embeddings", "image_base_embeddings", "description_sample", "zoo_dataset"],
         code_version=models_code_version(),
         pool="gpu",
         kinds={"pytorch", "mlflow"},

@@ -11,8 +11,10 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from aion_assets.encoders.finetuned import encoder_trained_on
 from aion_assets.encoders.resources import ImageEncoderResource, TextEncoderResource
 from aion_assets.platform.layout import (
+    evaluation_excluded_path,
     evaluation_gallery_path,
     evaluation_pools_path,
     image_base_embeddings_path,
@@ -42,6 +44,10 @@ class RetrievalEvalConfig(EvaluationConfig):
     """Which heads version to evaluate: None is the served one (what ``search_index`` just indexed)."""
 
     model_version: int | None = None
+    # Image encoders (e.g. "zoo-lite0-v1") whose training objects leave the pools too, beyond the evaluated
+    # version's own: evaluating the ImageNet heads on exactly the pools a galaxy-pretrained encoder allows
+    # puts the two side by side.
+    exclude_trained_by: list[str] = []
 
 
 def _latest_figures(warehouse: WarehouseResource) -> pl.DataFrame:
@@ -69,7 +75,10 @@ def build_evaluation_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetC
         store, wh = lake.get(), warehouse.get()
         version = resolve_version(store, config.model_version)
         heads, training_set = load_heads_from_lake(store, version), load_training_set(store, version)
-        encoder, image_id = text_encoder.load(), image_encoder.artifact_id
+        # The image model the version was trained on (an older version may predate the configured one).
+        image_id = heads_metadata_from_lake(store, version).get("image_encoder", image_encoder.artifact_id)
+        excluded = excluded_objects(store, training_set, [image_id, *config.exclude_trained_by])
+        encoder = text_encoder.load()
 
         def vectors_for(pool: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
             _, search = gather_vectors(store, pool, lambda key: search_embeddings_path(version, key))
@@ -82,13 +91,16 @@ def build_evaluation_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetC
         else:
             context.log.info("no `reranked` method: it needs ANTHROPIC_API_KEY and rerank_candidates > 0")
         evaluation = evaluate_all(cutout_rows(warehouse), wh.query("SELECT release, object_id, name, value FROM labels"),
-                                  training_set, vectors_for, lambda queries: embed_texts(heads, encoder.encode(queries)),
+                                  excluded, vectors_for, lambda queries: embed_texts(heads, encoder.encode(queries)),
                                   rerank=rerank, gallery_k=config.gallery_size)
         if evaluation.figures.is_empty():
             raise dg.Failure("no labelled target is ingested: nothing to evaluate")
+        store.write_parquet(excluded, *evaluation_excluded_path(version))
         store.write_parquet(evaluation.pools, *evaluation_pools_path(version))
         figures = evaluation.figures.with_columns(
             pl.lit(version, dtype=pl.Int64).alias("model_version"),
+            pl.lit(image_id).alias("image_encoder"),
+            pl.lit(",".join(sorted(excluded["excluded_by"].unique().to_list()))).alias("excluded_by"),
             pl.lit(datetime.now(timezone.utc)).alias("created_at"),
         )
         wh.append("eval_results", figures)
@@ -103,19 +115,23 @@ def build_evaluation_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetC
         return dg.MaterializeResult(metadata={
             "model_version": version, "mlflow_run_id": run_id, "rows": figures.height,
             "pooled_objects": evaluation.pools.height, "training_set": training_set.height,
+            "image_encoder": image_id, "excluded_objects": excluded.height,
             f"ndcg@{K_NDCG}": dg.MetadataValue.md(markdown_table(headline, max_rows=len(TARGETS) * 2)),
             "figures": dg.MetadataValue.md(png_markdown(bars, f"nDCG@{K_NDCG} per target, method and pool")),
             "gallery": dg.MetadataValue.md(png_markdown(gallery, "top text-search results per target (survey pool)")),
         })
 
     @dg.asset_check(asset=retrieval_eval, blocking=True,
-                    description="No pooled object is in the evaluated heads' training set, by (release, object_id) "
-                    "or by image sha256: a figure on training images would not be a zero-shot figure.")
+                    description="No pooled object is in the evaluated heads' training set or its image encoder's, "
+                    "by (release, object_id) or by image sha256: a figure on training images would not be a "
+                    "zero-shot figure.")
     def pools_exclude_training_set(lake: LakeResource, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         store = lake.get()
-        version = int(_latest_figures(warehouse)["model_version"][0])
+        latest = _latest_figures(warehouse)
+        version = int(latest["model_version"][0])
         pools = store.read_parquet(*evaluation_pools_path(version))
-        overlap = training_overlap(pools, load_training_set(store, version))
+        image_id = heads_metadata_from_lake(store, version).get("image_encoder", "")
+        overlap = training_overlap(pools, excluded_objects(store, load_training_set(store, version), [image_id]))
         return dg.AssetCheckResult(passed=overlap.is_empty(), metadata={
             "model_version": version, "pooled_objects": pools.height, "overlapping_objects": overlap.height,
             "overlap": dg.MetadataValue.md(markdown_table(overlap)) if overlap.height else "none",
@@ -132,6 +148,17 @@ def build_evaluation_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetC
         )
 
     return [retrieval_eval], [pools_exclude_training_set, text_search_beats_image_similarity]
+
+
+def excluded_objects(store, training_set: pl.DataFrame, image_encoders: list[str]) -> pl.DataFrame:
+    """(release, object_id, sha256, excluded_by) of everything that trained the heads ("heads") or one of the
+    image encoders (its name): no pool may hold them."""
+    frames = [training_set.select("release", "object_id", "sha256").with_columns(excluded_by=pl.lit("heads"))]
+    for spec in dict.fromkeys(image_encoders):
+        trained = encoder_trained_on(store, spec)
+        if trained.height:
+            frames.append(trained.with_columns(excluded_by=pl.lit(spec)))
+    return pl.concat(frames)
 
 
 def _gallery(store, warehouse, evaluation: Evaluation) -> bytes:
