@@ -68,3 +68,56 @@ def test_training_subsets_are_nested_stratified_and_seeded() -> None:
     assert set(small["label"]) == set(train["label"])  # every class kept, at least once
     assert set(training_subset(dataset, 1 / 16, seed=1)["object_id"]) != subsets[1 / 16]
     assert small.filter(pl.col("split") != "train").is_empty()
+
+
+def _with_votes(cutouts: pl.DataFrame, labels: pl.DataFrame, seed: int = 0) -> pl.DataFrame:
+    """Vote counts for every GZ1 answer, drawn around each object's majority class (some objects seen by nobody)."""
+    import numpy as np
+
+    from aion_assets.zoo.dataset import CLASS_OF_ANSWER
+    from aion_assets.zoo.objectives import vote_columns
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for row in labels.iter_rows(named=True):
+        total = int(rng.integers(0, 40))
+        probs = np.full(len(CLASSES), 0.1)
+        probs[CLASSES.index(CLASS_OF_ANSWER[row["value"]])] = 1.0
+        counts = rng.multinomial(total, probs / probs.sum())
+        rows += [{"release": row["release"], "object_id": row["object_id"], "name": column, "value": str(count)}
+                 for column, count in zip(vote_columns(), counts)]
+    return pl.concat([labels, pl.DataFrame(rows)])
+
+
+def test_a_release_with_vote_counts_trains_with_the_dirichlet_multinomial_loss() -> None:
+    import torch
+
+    from aion_assets.zoo.models import ZooCNN
+    from aion_assets.zoo.objectives import objective_for, scores
+    from aion_assets.zoo.training import TrainConfig, predict_logits, train_classifier
+
+    cutouts, labels = _tables(ANSWERS)
+    assert objective_for(build_dataset(cutouts, labels)).name == "cross_entropy"  # the sample releases
+    dataset = build_dataset(cutouts, _with_votes(cutouts, labels))
+    objective = objective_for(dataset)
+    assert objective.name == "dirichlet_multinomial"
+    train, validation = (dataset.filter(pl.col("split") == s) for s in ("train", "validation"))
+    assert objective.targets(train).shape == (train.height, len(CLASSES))
+    pixels = {name: torch.randint(0, 256, (rows.height, 16, 16, 3), dtype=torch.uint8)
+              for name, rows in (("train", train), ("validation", validation))}
+    result = train_classifier(ZooCNN(len(CLASSES), 2), pixels["train"], objective.targets(train),
+                              pixels["validation"], objective.targets(validation),
+                              TrainConfig(max_epochs=2, min_round_steps=1), loss_fn=objective.loss_fn)
+    figures = scores(objective, predict_logits(result.model, pixels["validation"]), validation)
+    assert figures["loss"] > 0 and 0 <= figures["error"] <= 1
+
+
+def test_partial_or_broken_vote_counts_are_an_error() -> None:
+    cutouts, labels = _tables({"elliptical": 20, "edge_on": 10})
+    voted = _with_votes(cutouts, labels)
+    with pytest.raises(ValueError, match="not for gz1_class_merger"):
+        build_dataset(cutouts, voted.filter(pl.col("name") != "gz1_class_merger"))
+    broken = voted.with_columns(pl.when(pl.col("name") == "gz1_class_spiral").then(pl.lit("-3"))
+                                .otherwise(pl.col("value")).alias("value"))
+    with pytest.raises(ValueError, match="non-negative"):
+        build_dataset(cutouts, broken)

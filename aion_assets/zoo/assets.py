@@ -114,39 +114,41 @@ def zoo_models(context: dg.AssetExecutionContext, config: ZooModelsConfig, lake:
     validation loss; test loss and error rate of the held-out test split. One MLflow run and one checkpoint per
     seed; the partition's rows feed zoo_scaling."""
     import mlflow as mlflow_api
-    import torch
 
     from aion_assets.platform.devices import resolve_device
     from aion_assets.zoo.dataset import CLASSES, training_subset
     from aion_assets.zoo.models import build_model, count_parameters
+    from aion_assets.zoo.objectives import objective_for, scores
     from aion_assets.zoo.pixels import load_pixels
-    from aion_assets.zoo.training import TrainConfig, classification_scores, predict_logits, train_classifier
+    from aion_assets.zoo.training import TrainConfig, predict_logits, train_classifier
 
     point = grid_point(context.partition_key.keys_by_dimension)
     store, device = lake.get(), resolve_device(config.device)
     dataset = _read_dataset(store)
+    objective = objective_for(dataset)
     train_size = dataset.filter(pl.col("split") == "train").height
     held = {split: dataset.filter(pl.col("split") == split) for split in ("validation", "test")}
     pixels = {split: load_pixels(store, rows, config.image_px) for split, rows in held.items()}
-    targets = {split: torch.tensor(rows["class_index"].to_numpy()) for split, rows in held.items()}
+    targets = {split: objective.targets(rows) for split, rows in held.items()}
     rows = []
     for seed in config.seeds:
         subset = training_subset(dataset, float(point.fraction), seed)
         train_pixels = load_pixels(store, subset, config.image_px)
         model = build_model(point, len(CLASSES), config.base_width)
         train_config = TrainConfig(max_epochs=config.max_epochs, patience=config.patience, batch_size=config.batch_size,
-                                   learning_rate=config.learning_rate, seed=seed, device=str(device))
+                                   learning_rate=config.learning_rate, seed=seed, device=str(device),
+                                   min_round_steps=config.min_round_steps)
         with _mlflow_run(mlflow, f"zoo-{point.size}-{point.fraction_key}-seed{seed}") as run:
             mlflow_api.log_params({**config.model_dump(exclude={"seeds"}), "size": point.size, "seed": seed,
                                    "fraction": str(point.fraction), "n_train": subset.height,
                                    "parameters": count_parameters(model), "device_used": str(device),
-                                   "dagster_run_id": context.run.run_id})
-            result = train_classifier(model, train_pixels, torch.tensor(subset["class_index"].to_numpy()),
+                                   "objective": objective.name, "dagster_run_id": context.run.run_id})
+            result = train_classifier(model, train_pixels, objective.targets(subset),
                                       pixels["validation"], targets["validation"], train_config,
                                       on_epoch=lambda r: mlflow_api.log_metrics(
-                                          {k: v for k, v in r.items() if k != "epoch"}, step=r["epoch"]))
-            test = classification_scores(predict_logits(result.model, pixels["test"], device=str(device)),
-                                         targets["test"])
+                                          {k: v for k, v in r.items() if k != "epoch"}, step=r["epoch"]),
+                                      loss_fn=objective.loss_fn)
+            test = scores(objective, predict_logits(result.model, pixels["test"], device=str(device)), held["test"])
             mlflow_api.log_metrics({"test_loss": test["loss"], "test_error": test["error"],
                                     "best_epoch": result.best_epoch, "images_per_s": result.images_per_s})
             checkpoint = _save_state(store, result.model, zoo_run_checkpoint_path(point.size, point.fraction_key,
@@ -156,7 +158,7 @@ def zoo_models(context: dg.AssetExecutionContext, config: ZooModelsConfig, lake:
                      "validation_loss": result.best_validation_loss, "best_epoch": result.best_epoch,
                      "epochs_run": result.epochs_run, "train_seconds": result.seconds,
                      "images_per_s": result.images_per_s, "image_px": config.image_px,
-                     "mlflow_run_id": run.info.run_id, "checkpoint": checkpoint})
+                     "objective": objective.name, "mlflow_run_id": run.info.run_id, "checkpoint": checkpoint})
         context.log.info(f"{point.size} on {subset.height} of {train_size}, seed {seed}: test loss "
                          f"{test['loss']:.4f}, error {test['error']:.3f} ({result.epochs_run} epochs, "
                          f"{result.images_per_s:.0f} images/s)")
@@ -234,30 +236,32 @@ def zoo_pretrained_encoder(context: dg.AssetExecutionContext, config: ZooEncoder
     validation loss: a new version of the registered encoder `aion-zoo-encoder`, selectable for the search as
     AION_IMAGE_ENCODER=zoo-lite0-v<N>. Its lake folder holds the backbone, a card and the objects it trained on."""
     import mlflow as mlflow_api
-    import torch
 
     from aion_assets.encoders.finetuned import zoo_encoder_spec
     from aion_assets.platform.devices import resolve_device
     from aion_assets.platform.tracking import register_version
     from aion_assets.zoo.backbone import Lite0Network, save_backbone
     from aion_assets.zoo.dataset import CLASSES, training_subset
+    from aion_assets.zoo.objectives import objective_for, scores
     from aion_assets.zoo.pixels import load_pixels
-    from aion_assets.zoo.training import TrainConfig, classification_scores, predict_logits, train_classifier
+    from aion_assets.zoo.training import TrainConfig, predict_logits, train_classifier
 
     store, device = lake.get(), resolve_device(config.device)
     dataset = _read_dataset(store)
+    objective = objective_for(dataset)
     train = training_subset(dataset, config.train_fraction, config.seed)
     validation, test = (dataset.filter(pl.col("split") == s) for s in ("validation", "test"))
     pixels = {name: load_pixels(store, rows, config.image_px) for name, rows in
               (("train", train), ("validation", validation), ("test", test))}
-    targets = {name: torch.tensor(rows["class_index"].to_numpy()) for name, rows in
+    targets = {name: objective.targets(rows) for name, rows in
                (("train", train), ("validation", validation), ("test", test))}
     network = Lite0Network(len(CLASSES), config.image_px)
     train_config = TrainConfig(max_epochs=config.max_epochs, patience=config.patience, batch_size=config.batch_size,
                                learning_rate=config.learning_rate, seed=config.seed, device=str(device))
     with _mlflow_run(mlflow, f"zoo-encoder-{context.run.run_id[:8]}") as run:
         mlflow_api.log_params({**config.model_dump(), "n_train": train.height, "n_validation": validation.height,
-                               "device_used": str(device), "dagster_run_id": context.run.run_id})
+                               "device_used": str(device), "objective": objective.name,
+                               "dagster_run_id": context.run.run_id})
 
         def log_epoch(row: dict) -> None:
             mlflow_api.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
@@ -265,9 +269,8 @@ def zoo_pretrained_encoder(context: dg.AssetExecutionContext, config: ZooEncoder
                              f"{row['validation_loss']:.4f}")
 
         result = train_classifier(network, pixels["train"], targets["train"], pixels["validation"],
-                                  targets["validation"], train_config, on_epoch=log_epoch)
-        test_scores = classification_scores(predict_logits(result.model, pixels["test"], 64, str(device)),
-                                            targets["test"])
+                                  targets["validation"], train_config, on_epoch=log_epoch, loss_fn=objective.loss_fn)
+        test_scores = scores(objective, predict_logits(result.model, pixels["test"], 64, str(device)), test)
         mlflow_api.log_metrics({"test_loss": test_scores["loss"], "test_error": test_scores["error"],
                                 "images_per_s": result.images_per_s})
         with tempfile.TemporaryDirectory() as scratch:

@@ -71,11 +71,13 @@ def assign_splits(objects: pl.DataFrame, seed: int = 0,
 def build_dataset(cutouts: pl.DataFrame, labels: pl.DataFrame, seed: int = 0,
                   fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> pl.DataFrame:
     """The study's table: one row per labelled gz1-sdss object, with its class and split."""
+    from aion_assets.zoo.objectives import attach_votes
+
     objects = labelled_objects(cutouts, labels)
     if objects.is_empty():
         raise ValueError(f"no {RELEASE} object with a {LABEL} label is ingested")
-    return assign_splits(objects, seed, fractions).select(list(DATASET_SCHEMA)).cast(DATASET_SCHEMA).sort(
-        "split", "label", "object_id")
+    dataset = assign_splits(objects, seed, fractions).select(list(DATASET_SCHEMA)).cast(DATASET_SCHEMA)
+    return attach_votes(dataset, labels.filter(pl.col("release") == RELEASE)).sort("split", "label", "object_id")
 
 
 def training_subset(dataset: pl.DataFrame, fraction: float, seed: int) -> pl.DataFrame:
