@@ -51,10 +51,12 @@ def test_a_toy_cnn_trains_to_a_bound_and_keeps_its_best_epoch() -> None:
     model = ZooCNN(3, width=4)
     before = classification_scores(predict_logits(model, test_x), test_y)
     result = train_classifier(model, train_x, train_y, val_x, val_y,
-                              TrainConfig(max_epochs=12, patience=3, batch_size=32, learning_rate=5e-3))
+                              TrainConfig(max_epochs=6, patience=3, batch_size=32, learning_rate=5e-3,
+                                          min_round_steps=16))
     after = classification_scores(predict_logits(result.model, test_x), test_y)
     assert after["error"] < 0.1 < before["error"]
     assert after["loss"] < before["loss"]
     best = min(result.curves, key=lambda row: row["validation_loss"])
     assert result.best_epoch == best["epoch"]
+    assert [row["epoch"] for row in result.curves][:2] == [2, 4]  # 8 steps an epoch: rounds of two epochs
     assert result.best_validation_loss == pytest.approx(best["validation_loss"], abs=1e-4)

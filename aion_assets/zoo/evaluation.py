@@ -102,7 +102,8 @@ def run_transfer(lake: Lake, cutouts: pl.DataFrame, labels: pl.DataFrame, versio
     trained_on = lake.read_parquet(*zoo_encoder_trained_on_path(version))["sha256"]
     finetune = TrainConfig(max_epochs=config.finetune_epochs, patience=config.finetune_patience,
                            batch_size=config.finetune_batch_size, learning_rate=config.finetune_learning_rate,
-                           seed=config.seed, device=device, eval_batch_size=64)
+                           seed=config.seed, device=device, eval_batch_size=64,
+                           min_round_steps=1)  # finetuning starts from trained weights: judge every epoch
     pixels_of: dict[str, object] = {}
     features_of: dict[tuple[str, str], np.ndarray] = {}
     rows, skipped = [], []

@@ -15,10 +15,11 @@ class ZooModelsConfig(dg.Config):
     seeds: list[int] = [0, 1]
     image_px: int = 64
     base_width: int = 6  # widths 6, 12, 24: ~35k, ~140k, ~550k parameters (16x)
-    max_epochs: int = 20
+    max_epochs: int = 20  # evaluation rounds: an epoch, or several on small fractions (>= 25 steps each)
     patience: int = 3
+    min_round_steps: int = 25
     batch_size: int = 64
-    learning_rate: float = 3e-3
+    learning_rate: float = 2e-3
     device: str = "auto"
 
 

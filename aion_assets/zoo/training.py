@@ -21,8 +21,11 @@ from torch import nn
 
 @dataclass(frozen=True)
 class TrainConfig:
-    max_epochs: int = 20
-    patience: int = 3  # epochs without a lower validation loss before stopping
+    max_epochs: int = 20  # evaluation rounds, each one epoch or more (see min_round_steps)
+    patience: int = 3  # rounds without a lower validation loss before stopping
+    # A round is at least this many optimiser steps: on 1/16 of the data an epoch is a handful of steps, too few
+    # for the weights (and BatchNorm's running statistics) to move, and early stopping would judge noise.
+    min_round_steps: int = 25
     batch_size: int = 64
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
@@ -40,7 +43,7 @@ class TrainResult:
     best_validation_loss: float
     seconds: float
     images_seen: int
-    curves: list[dict] = field(default_factory=list)  # per epoch: epoch, train_loss, validation_loss, ...
+    curves: list[dict] = field(default_factory=list)  # per round: epoch (epochs so far), train_loss, validation_loss
 
     @property
     def images_per_s(self) -> float:
@@ -81,8 +84,9 @@ def train_classifier(
     on_epoch: Callable[[dict], None] | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
 ) -> TrainResult:
-    """AdamW over shuffled mini-batches; after each epoch the validation loss decides which weights are kept and
-    whether to stop. ``loss_fn`` (logits, targets): cross-entropy by default; a regression passes MSE."""
+    """AdamW over shuffled mini-batches; after each round (one epoch, or as many as make ``min_round_steps``)
+    the validation loss decides which weights are kept and whether to stop. ``loss_fn`` (logits, targets):
+    cross-entropy by default; a regression passes MSE. ``best_epoch`` counts epochs."""
     if len(train_pixels) == 0 or len(validation_pixels) == 0:
         raise ValueError("training needs at least one train and one validation image")
     torch.manual_seed(config.seed)
@@ -92,24 +96,28 @@ def train_classifier(
     best_state, best_loss, best_epoch, stale = copy.deepcopy(model.state_dict()), float("inf"), 0, 0
     curves: list[dict] = []
     images_seen, started = 0, time.perf_counter()
+    steps_per_epoch = max(1, -(-len(train_pixels) // config.batch_size))
+    epochs_per_round = max(1, -(-config.min_round_steps // steps_per_epoch))
     epoch = 0
-    for epoch in range(1, config.max_epochs + 1):
+    for _ in range(config.max_epochs):
         model.train()
-        order = torch.randperm(len(train_pixels), generator=generator)
         losses = []
-        for start in range(0, len(order), config.batch_size):
-            index = order[start:start + config.batch_size]
-            if len(index) < 2 and len(order) > 1:
-                continue  # BatchNorm cannot train on one image
-            pixels = train_pixels[index]
-            if config.augment:
-                pixels = dihedral(pixels, generator)
-            loss = loss_fn(model(pixels.to(config.device)), train_targets[index].to(config.device))
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            losses.append(float(loss.detach()))
-            images_seen += len(index)
+        for _ in range(epochs_per_round):
+            epoch += 1
+            order = torch.randperm(len(train_pixels), generator=generator)
+            for start in range(0, len(order), config.batch_size):
+                index = order[start:start + config.batch_size]
+                if len(index) < 2 and len(order) > 1:
+                    continue  # BatchNorm cannot train on one image
+                pixels = train_pixels[index]
+                if config.augment:
+                    pixels = dihedral(pixels, generator)
+                loss = loss_fn(model(pixels.to(config.device)), train_targets[index].to(config.device))
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                losses.append(float(loss.detach()))
+                images_seen += len(index)
         logits = predict_logits(model, validation_pixels, config.eval_batch_size, config.device)
         validation_loss = float(loss_fn(logits, validation_targets))
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
