@@ -107,6 +107,29 @@ def stellar(preset: str, steps: int, batch_size: int, n_samples: int, device: st
 
 
 @bench.command()
+@click.option("--cnn-px", default=64, show_default=True, help="Side of the scaling study's images.")
+@click.option("--encoder-px", default=96, show_default=True, help="Side the EfficientNet-Lite0 finetune trains at.")
+@click.option("--base-width", default=6, show_default=True, help="zoo_models' base_width (widths 1x, 2x, 4x).")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--steps", default=10, show_default=True, help="Training steps timed per model.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def zoo(cnn_px: int, encoder_px: int, base_width: int, batch_size: int, steps: int, device: str,
+        as_json: bool) -> None:
+    """Training images/s per model size of the Galaxy Zoo study (CPU here, GPU where one is present)."""
+    from aion_assets.zoo.bench import bench_zoo
+    from aion_assets.zoo.models import SIZES
+
+    figures = bench_zoo(cnn_px=cnn_px, encoder_px=encoder_px, base_width=base_width, batch_size=batch_size,
+                        steps=steps, device=device)
+    rows = [(f"train_images_per_s[{size},{figures[f'{size}_params']}params,{cnn_px}px,{figures['device']}]",
+             figures[f"{size}_images_per_s"], "images/s") for size in SIZES]
+    rows.append((f"train_images_per_s[lite0,{encoder_px}px,{figures['device']}]", figures["lite0_images_per_s"],
+                 "images/s"))
+    _report("zoo", figures, rows, as_json)
+
+
+@bench.command()
 @click.option("--repeats", default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def search(repeats: int, as_json: bool) -> None:
