@@ -128,3 +128,27 @@ def test_evaluate_all_ranks_both_pools_and_records_what_it_ranked() -> None:
     top = result.top_hits.filter(pl.col("pool") == "survey")
     assert top["rank"].to_list() == [1, 2] and top["object_id"][0] == "c" and top["relevance"][0] == 1
     assert math.isclose(top["score"][0], 1.0)
+
+
+def test_encoder_comparison_puts_encoders_side_by_side_on_identical_pools() -> None:
+    from datetime import datetime, timedelta
+
+    from aion_assets.search.evaluation import encoder_comparison
+
+    t0 = datetime(2026, 1, 1)
+    rows = []
+    for encoder, excluded, value, minutes in (("efficientnet-lite0-fp32", "heads", 0.5, 0),
+                                              ("efficientnet-lite0-fp32", "heads,zoo-lite0-v1", 0.6, 1),
+                                              ("efficientnet-lite0-fp32", "heads,zoo-lite0-v1", 0.7, 2),
+                                              ("zoo-lite0-v1-fp32", "heads,zoo-lite0-v1", 0.8, 3)):
+        for method in ("text_search", "image_similarity", "random"):
+            rows.append({"target": "mergers", "pool": "release", "method": method, "metric": "ndcg@10",
+                         "value": value if method == "text_search" else value / 2, "image_encoder": encoder,
+                         "excluded_by": excluded, "created_at": t0 + timedelta(minutes=minutes)})
+    table = encoder_comparison(pl.DataFrame(rows))
+    same_pools = table.filter(pl.col("excluded_by") == "heads,zoo-lite0-v1").row(0, named=True)
+    assert same_pools["efficientnet-lite0-fp32 text_search"] == 0.7  # the latest of that encoder on those pools
+    assert same_pools["zoo-lite0-v1-fp32 text_search"] == 0.8
+    assert same_pools["zoo-lite0-v1-fp32 image_similarity"] == 0.4
+    assert table.height == 2 and not any("random" in c for c in table.columns)
+    assert encoder_comparison(pl.DataFrame({"target": ["x"]})).is_empty()  # rows from before encoders were named

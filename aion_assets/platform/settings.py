@@ -100,7 +100,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("text_encoder", "AION_TEXT_ENCODER", "`all-MiniLM-L6-v2`",
             "text model: the one shipped in a wheel, or a model directory", lambda home: "all-MiniLM-L6-v2"),
     Setting("image_encoder", "AION_IMAGE_ENCODER", "`efficientnet-lite0`",
-            "image model: `efficientnet-lite0` (shipped in a wheel) or `aion1`", lambda home: "efficientnet-lite0"),
+            "image model: `efficientnet-lite0` (shipped in a wheel), `aion1`, or `zoo-lite0-v<N>` (version N of "
+            "zoo_pretrained_encoder)", lambda home: "efficientnet-lite0"),
     Setting("image_precision", "AION_IMAGE_PRECISION", "`fp32`",
             "precision of the image model's forward pass: `fp32` or `bf16`", lambda home: "fp32"),
     Setting("aion1_weights_dir", "AION_AION1_WEIGHTS_DIR", "none",

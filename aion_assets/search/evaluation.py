@@ -161,3 +161,17 @@ def targets_below_baseline(figures: pl.DataFrame, metric: str = f"ndcg@{K_NDCG}"
     table = figures.filter(pl.col("metric") == metric).pivot(on="method", index=["target", "pool"], values="value")
     losing = table.filter(pl.col("text_search") < pl.col("image_similarity"))
     return table, [f"{t}/{p}" for t, p in losing.select("target", "pool").iter_rows()]
+
+
+def encoder_comparison(eval_results: pl.DataFrame, metric: str = f"ndcg@{K_NDCG}") -> pl.DataFrame:
+    """The latest ``metric`` of text search and image similarity per image encoder, target and pool, restricted
+    to pools that left out the same objects (``excluded_by``), so encoders are compared on identical pools."""
+    if "image_encoder" not in eval_results.columns or eval_results.is_empty():
+        return pl.DataFrame()
+    rows = eval_results.filter(pl.col("image_encoder").is_not_null() & (pl.col("metric") == metric)
+                               & pl.col("method").is_in(["text_search", "image_similarity"]))
+    latest = (rows.sort("created_at").unique(subset=["image_encoder", "excluded_by", "target", "pool", "method"],
+                                              keep="last")
+              .with_columns(column=pl.concat_str("image_encoder", pl.lit(" "), "method")))
+    return (latest.pivot(on="column", index=["excluded_by", "target", "pool"], values="value",
+                         aggregate_function="first").sort("excluded_by", "target", "pool"))

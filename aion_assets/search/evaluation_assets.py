@@ -30,7 +30,14 @@ from aion_assets.search.artifacts import (
     resolve_version,
 )
 from aion_assets.search.assets import EXPERIMENT, cutout_rows, models_code_version
-from aion_assets.search.evaluation import K_NDCG, Evaluation, evaluate_all, targets_below_baseline, training_overlap
+from aion_assets.search.evaluation import (
+    K_NDCG,
+    Evaluation,
+    encoder_comparison,
+    evaluate_all,
+    targets_below_baseline,
+    training_overlap,
+)
 from aion_assets.search.plots import eval_bars_png, search_gallery_png
 from aion_assets.search.resources import EvaluationConfig
 from aion_assets.search.targets import TARGETS, targets_version
@@ -112,11 +119,13 @@ def build_evaluation_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetC
             mlflow_api.log_metrics({f"eval/{r['pool']}/{r['target']}/{r['method']}/{r['metric'].replace('@', '_at_')}":
                                     r["value"] for r in figures.iter_rows(named=True)})
         headline, _ = targets_below_baseline(figures)
+        by_encoder = encoder_comparison(wh.query("SELECT * FROM eval_results"))
         return dg.MaterializeResult(metadata={
             "model_version": version, "mlflow_run_id": run_id, "rows": figures.height,
             "pooled_objects": evaluation.pools.height, "training_set": training_set.height,
             "image_encoder": image_id, "excluded_objects": excluded.height,
             f"ndcg@{K_NDCG}": dg.MetadataValue.md(markdown_table(headline, max_rows=len(TARGETS) * 2)),
+            "by_image_encoder": dg.MetadataValue.md(markdown_table(by_encoder, max_rows=80)),
             "figures": dg.MetadataValue.md(png_markdown(bars, f"nDCG@{K_NDCG} per target, method and pool")),
             "gallery": dg.MetadataValue.md(png_markdown(gallery, "top text-search results per target (survey pool)")),
         })
