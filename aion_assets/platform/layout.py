@@ -157,12 +157,6 @@ def evaluation_pools_path(model_version: int) -> tuple[str, ...]:
     return ("evaluation", heads_artifact_id(model_version), "pools.parquet")
 
 
-def evaluation_excluded_path(model_version: int) -> tuple[str, ...]:
-    """(release, object_id, sha256, excluded_by): what trained the heads or their image encoder, kept out of the
-    pools of this version's last evaluation."""
-    return ("evaluation", heads_artifact_id(model_version), "excluded.parquet")
-
-
 def training_curves_path(model_version: int) -> tuple[str, ...]:
     return (*heads_dir(model_version), "training_curves.png")
 
@@ -207,7 +201,6 @@ def stellar_samples_path(model_version: int, task: str, variant: str) -> tuple[s
 # -- the Galaxy Zoo study: its fixed split, one checkpoint per scaling run, and the galaxy-pretrained encoder ---
 ZOO_DATASET = ("zoo", "dataset.parquet")
 ZOO_ENCODER_DIR = ("models", "zoo_encoder")
-ZOO_ENCODER_LATEST_POINTER = (*ZOO_ENCODER_DIR, "latest.json")
 
 
 def zoo_run_checkpoint_path(size: str, fraction_key: str, seed: int) -> tuple[str, ...]:

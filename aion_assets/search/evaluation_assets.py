@@ -14,7 +14,6 @@ import polars as pl
 from aion_assets.encoders.finetuned import encoder_trained_on
 from aion_assets.encoders.resources import ImageEncoderResource, TextEncoderResource
 from aion_assets.platform.layout import (
-    evaluation_excluded_path,
     evaluation_gallery_path,
     evaluation_pools_path,
     image_base_embeddings_path,
@@ -82,8 +81,9 @@ def build_evaluation_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetC
         store, wh = lake.get(), warehouse.get()
         version = resolve_version(store, config.model_version)
         heads, training_set = load_heads_from_lake(store, version), load_training_set(store, version)
+        heads_metadata = heads_metadata_from_lake(store, version)
         # The image model the version was trained on (an older version may predate the configured one).
-        image_id = heads_metadata_from_lake(store, version).get("image_encoder", image_encoder.artifact_id)
+        image_id = heads_metadata.get("image_encoder", image_encoder.artifact_id)
         excluded = excluded_objects(store, training_set, [image_id, *config.exclude_trained_by])
         encoder = text_encoder.load()
 
@@ -102,7 +102,6 @@ def build_evaluation_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetC
                                   rerank=rerank, gallery_k=config.gallery_size)
         if evaluation.figures.is_empty():
             raise dg.Failure("no labelled target is ingested: nothing to evaluate")
-        store.write_parquet(excluded, *evaluation_excluded_path(version))
         store.write_parquet(evaluation.pools, *evaluation_pools_path(version))
         figures = evaluation.figures.with_columns(
             pl.lit(version, dtype=pl.Int64).alias("model_version"),
@@ -111,7 +110,7 @@ def build_evaluation_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetC
             pl.lit(datetime.now(timezone.utc)).alias("created_at"),
         )
         wh.append("eval_results", figures)
-        run_id = heads_metadata_from_lake(store, version)["mlflow_run_id"]
+        run_id = heads_metadata["mlflow_run_id"]
         bars, gallery = eval_bars_png(figures, f"ndcg@{K_NDCG}"), _gallery(store, wh, evaluation)
         store.write_bytes(gallery, *evaluation_gallery_path(version))  # for `aion report --out`
         mlflow.experiment(EXPERIMENT)

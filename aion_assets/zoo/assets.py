@@ -20,7 +20,6 @@ import polars as pl
 from aion_assets.platform.layout import (
     ZOO_DATASET,
     ZOO_ENCODER_DIR,
-    ZOO_ENCODER_LATEST_POINTER,
     versions_holding,
     zoo_encoder_card_path,
     zoo_encoder_trained_on_path,
@@ -289,7 +288,6 @@ def zoo_pretrained_encoder(context: dg.AssetExecutionContext, config: ZooEncoder
     store.write_bytes(json.dumps(card).encode(), *zoo_encoder_card_path(model_version))
     store.write_parquet(trained_on, *zoo_encoder_trained_on_path(model_version))
     path = store.write_bytes(backbone_bytes, *zoo_encoder_weights_path(model_version))
-    store.write_bytes(json.dumps(card).encode(), *ZOO_ENCODER_LATEST_POINTER)
     spec = zoo_encoder_spec(model_version)
     return dg.MaterializeResult(metadata={
         "model_version": model_version, "encoder_spec": spec, "use_in_search": f"AION_IMAGE_ENCODER={spec}",
