@@ -20,7 +20,6 @@ from aion_assets.encoders.image import canonical_image_encoder, load_image_encod
 from aion_assets.encoders.resources import image_encoder_id
 from aion_assets.platform.layout import zoo_encoder_card_path, zoo_encoder_trained_on_path, zoo_encoder_weights_path
 from aion_assets.zoo.backbone import Lite0Network, embed_pixels, save_backbone
-from aion_assets.zoo.crossval import corrected_interval
 from aion_assets.zoo.evaluation import reductions, tasks_from_config
 from aion_assets.zoo.training import TrainConfig
 from aion_assets.zoo.transfer import (
@@ -79,7 +78,7 @@ def test_fold_summary_and_paired_reduction() -> None:
             rows.append({"task": "ring", "encoder": encoder, "method": "linear_probe", "fold": fold,
                          "metric": "error_rate", "value": error, "n_train": 80, "n_test": 20})
     folds = pl.DataFrame(rows)
-    summary = summarise_folds(folds, corrected_interval)
+    summary = summarise_folds(folds)
     imagenet = summary.filter(pl.col("encoder") == "imagenet").row(0, named=True)
     assert imagenet["value"] == pytest.approx(0.43) and imagenet["value_lo"] < 0.43 < imagenet["value_hi"]
     assert imagenet["n_folds"] == 4

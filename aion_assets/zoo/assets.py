@@ -20,6 +20,7 @@ import polars as pl
 from aion_assets.platform.layout import (
     ZOO_DATASET,
     ZOO_ENCODER_DIR,
+    array_fingerprint,
     versions_holding,
     zoo_encoder_card_path,
     zoo_encoder_trained_on_path,
@@ -83,11 +84,10 @@ def zoo_dataset(config: ZooDatasetConfig, lake: LakeResource, warehouse: Warehou
         raise dg.Failure(str(error)) from error
     lake.get().write_parquet(dataset, *ZOO_DATASET)
     wh.replace_tables({"zoo_dataset": dataset})
-    fingerprint = str(abs(hash(tuple(dataset.select("object_id", "split").hash_rows().to_list()))))
     return dg.MaterializeResult(
         metadata={"objects": dataset.height, "images": dataset["sha256"].n_unique(),
                   "per_class_and_split": dg.MetadataValue.md(markdown_table(split_counts(dataset)))},
-        data_version=dg.DataVersion(fingerprint[:16]),
+        data_version=dg.DataVersion(array_fingerprint(dataset.select("object_id", "split").hash_rows().to_numpy())),
     )
 
 
@@ -113,6 +113,7 @@ def zoo_models(context: dg.AssetExecutionContext, config: ZooModelsConfig, lake:
     validation loss; test loss and error rate of the held-out test split. One MLflow run and one checkpoint per
     seed; the partition's rows feed zoo_scaling."""
     import mlflow as mlflow_api
+    import torch
 
     from aion_assets.platform.devices import resolve_device
     from aion_assets.zoo.dataset import CLASSES, training_subset
@@ -125,14 +126,16 @@ def zoo_models(context: dg.AssetExecutionContext, config: ZooModelsConfig, lake:
     store, device = lake.get(), resolve_device(config.device)
     dataset = _read_dataset(store)
     objective = objective_for(dataset)
-    train_size = dataset.filter(pl.col("split") == "train").height
-    held = {split: dataset.filter(pl.col("split") == split) for split in ("validation", "test")}
+    # Positions in the train split, so every seed's subset indexes one array read and resized once.
+    dataset = dataset.with_columns(pl.int_range(pl.len()).over("split").alias("_split_row"))
+    held = {split: dataset.filter(pl.col("split") == split) for split in ("train", "validation", "test")}
     pixels = {split: load_pixels(store, rows, config.image_px) for split, rows in held.items()}
+    train_size = held["train"].height
     targets = {split: objective.targets(rows) for split, rows in held.items()}
     rows = []
     for seed in config.seeds:
         subset = training_subset(dataset, float(point.fraction), seed)
-        train_pixels = load_pixels(store, subset, config.image_px)
+        train_pixels = pixels["train"][torch.from_numpy(subset["_split_row"].to_numpy())]
         model = build_model(point, len(CLASSES), config.base_width)
         train_config = TrainConfig(max_epochs=config.max_epochs, patience=config.patience, batch_size=config.batch_size,
                                    learning_rate=config.learning_rate, seed=seed, device=str(device),
@@ -173,12 +176,13 @@ def zoo_models(context: dg.AssetExecutionContext, config: ZooModelsConfig, lake:
 
 
 def _save_state(store, model, parts: tuple[str, ...]) -> str:
+    import io
+
     import torch
 
-    with tempfile.TemporaryDirectory() as scratch:
-        local = Path(scratch) / "state.pt"
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, local)
-        return store.write_bytes(local.read_bytes(), *parts)
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    return store.write_bytes(buffer.getvalue(), *parts)
 
 
 @dg.asset(group_name=GROUP, deps=[zoo_models], code_version=CODE_VERSION, pool="duckdb_writer",
@@ -309,6 +313,7 @@ def zoo_transfer(context: dg.AssetExecutionContext, config: ZooTransferConfig, l
     `zoo_transfer_reduction`: the galaxy-pretrained encoder's relative error reduction per task and on average."""
     from aion_assets.platform.devices import resolve_device
     from aion_assets.zoo.evaluation import run_transfer, tasks_from_config
+    from aion_assets.zoo.plots import transfer_png
 
     store, wh = lake.get(), warehouse.get()
     versions = _encoder_versions(store)
@@ -329,8 +334,6 @@ def zoo_transfer(context: dg.AssetExecutionContext, config: ZooTransferConfig, l
     wh.replace_tables({"zoo_transfer": outcome.summary, "zoo_transfer_folds": outcome.folds,
                        "zoo_transfer_reduction": outcome.reduction})
     _log_transfer(mlflow, outcome, version, context.run.run_id)
-    from aion_assets.zoo.plots import transfer_png
-
     return dg.MaterializeResult(metadata={
         "encoder_version": version, "tasks": len(tasks), "seconds": round(seconds, 1),
         "skipped_tasks": ", ".join(outcome.skipped) or "none",

@@ -5,17 +5,16 @@ No dagster: the assets hand in the lake, the tables and a config object, and get
 
 from __future__ import annotations
 
-import tempfile
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from aion_assets.platform.lake import Lake
 from aion_assets.platform.layout import zoo_encoder_trained_on_path, zoo_encoder_weights_path, zoo_run_checkpoint_path
-from aion_assets.zoo.transfer import DEFAULT_TASKS, TransferTask
+from aion_assets.zoo.transfer import DEFAULT_TASKS, TransferTask, summarise_folds
 
 IMAGENET = "imagenet"
 
@@ -37,7 +36,7 @@ def per_class_errors(lake: Lake, dataset: pl.DataFrame, runs: pl.DataFrame, imag
     import torch
 
     from aion_assets.zoo.dataset import CLASSES
-    from aion_assets.zoo.models import GridPoint, ZooCNN
+    from aion_assets.zoo.models import ZooCNN
     from aion_assets.zoo.pixels import load_pixels
     from aion_assets.zoo.training import predict_logits
 
@@ -47,14 +46,8 @@ def per_class_errors(lake: Lake, dataset: pl.DataFrame, runs: pl.DataFrame, imag
     truth = test["class_index"].to_numpy()
     rows = []
     for run in runs.iter_rows(named=True):
-        with tempfile.TemporaryDirectory() as scratch:
-            local = Path(scratch) / "state.pt"
-            local.write_bytes(lake.read_bytes(*zoo_run_checkpoint_path(run["model"], run["fraction"], run["seed"])))
-            state = torch.load(local, map_location="cpu", weights_only=True)
-        width = int(state["head.weight"].shape[1]) // 8
-        model = ZooCNN(len(CLASSES), width)
-        model.load_state_dict(state)
-        GridPoint(run["model"], run["fraction"])  # validates the names
+        checkpoint = lake.read_bytes(*zoo_run_checkpoint_path(run["model"], run["fraction"], run["seed"]))
+        model = ZooCNN.from_state_dict(torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=True))
         predicted = predict_logits(model, pixels).argmax(dim=1).numpy()
         for index, label in enumerate(CLASSES):
             members = truth == index
@@ -78,10 +71,8 @@ class TransferOutcome:
 def _zoo_backbone(lake: Lake, version: int) -> dict:
     import torch
 
-    with tempfile.TemporaryDirectory() as scratch:
-        local = Path(scratch) / "backbone.pt"
-        local.write_bytes(lake.read_bytes(*zoo_encoder_weights_path(version)))
-        return torch.load(local, map_location="cpu", weights_only=True)
+    return torch.load(io.BytesIO(lake.read_bytes(*zoo_encoder_weights_path(version))), map_location="cpu",
+                      weights_only=True)
 
 
 def run_transfer(lake: Lake, cutouts: pl.DataFrame, labels: pl.DataFrame, version: int,
@@ -89,6 +80,8 @@ def run_transfer(lake: Lake, cutouts: pl.DataFrame, labels: pl.DataFrame, versio
                  log: Callable[[str], None] = lambda _: None) -> TransferOutcome:
     """Every task x encoder (ImageNet-only, galaxy-pretrained v``version``) x method (linear probe on all folds,
     end-to-end finetuning on the first ``config.finetune_folds``), on the same folds."""
+    import torch
+
     from aion_assets.encoders.finetuned import read_card, zoo_encoder_spec
     from aion_assets.zoo.backbone import Lite0Network, embed_pixels
     from aion_assets.zoo.crossval import repeated_stratified_folds
@@ -104,8 +97,9 @@ def run_transfer(lake: Lake, cutouts: pl.DataFrame, labels: pl.DataFrame, versio
                            batch_size=config.finetune_batch_size, learning_rate=config.finetune_learning_rate,
                            seed=config.seed, device=device, eval_batch_size=64,
                            min_round_steps=1)  # finetuning starts from trained weights: judge every epoch
-    pixels_of: dict[str, object] = {}
-    features_of: dict[tuple[str, str], np.ndarray] = {}
+    # Tasks on one release share its images: loaded and embedded once per (encoder, set of objects).
+    pixels_of: dict[tuple[str, ...], torch.Tensor] = {}
+    features_of: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
     rows, skipped = [], []
     for task in tasks:
         objects = task_objects(task, cutouts, labels, trained_on)
@@ -116,7 +110,7 @@ def run_transfer(lake: Lake, cutouts: pl.DataFrame, labels: pl.DataFrame, versio
         except ValueError as error:
             skipped.append(f"{task.name} ({error})")
             continue
-        key = f"{task.release}:{objects.height}"
+        key = (task.release, *objects["object_id"].to_list())
         if key not in pixels_of:
             pixels_of[key] = load_pixels(lake, objects, side)
         pixels = pixels_of[key]
@@ -125,11 +119,9 @@ def run_transfer(lake: Lake, cutouts: pl.DataFrame, labels: pl.DataFrame, versio
                 features_of[(encoder, key)] = embed_pixels(Lite0Network(2, side, state), pixels, device=device).numpy()
             features = features_of[(encoder, key)]
             for fold, (train, test) in enumerate(folds):
-                prediction = linear_probe(task.kind, features[train], y[train], features[test], config.seed)
+                prediction = linear_probe(task.kind, features[train], y[train], features[test])
                 rows.append(fold_rows(task, encoder, "linear_probe", fold, y[test], prediction, len(train)))
                 if config.finetune_folds is None or fold < config.finetune_folds:
-                    import torch
-
                     prediction = finetune_predict(
                         task.kind, lambda n, state=state: Lite0Network(n, side, state),
                         pixels[torch.from_numpy(train)], y[train], pixels[torch.from_numpy(test)], finetune)
@@ -141,14 +133,7 @@ def run_transfer(lake: Lake, cutouts: pl.DataFrame, labels: pl.DataFrame, versio
     folds_frame = pl.DataFrame(rows) if rows else pl.DataFrame()
     if folds_frame.is_empty():
         raise ValueError("no transfer task could be evaluated: " + "; ".join(skipped))
-    return TransferOutcome(folds_frame, summarise(folds_frame), reductions(folds_frame, zoo_name), skipped)
-
-
-def summarise(folds: pl.DataFrame) -> pl.DataFrame:
-    from aion_assets.zoo.crossval import corrected_interval
-    from aion_assets.zoo.transfer import summarise_folds
-
-    return summarise_folds(folds, corrected_interval)
+    return TransferOutcome(folds_frame, summarise_folds(folds_frame), reductions(folds_frame, zoo_name), skipped)
 
 
 def reductions(folds: pl.DataFrame, candidate: str, baseline: str = IMAGENET) -> pl.DataFrame:

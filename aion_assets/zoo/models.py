@@ -92,6 +92,14 @@ class ZooCNN(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(pixels))
 
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> ZooCNN:
+        """The model a saved state dict belongs to: the head's shape gives the classes and the width."""
+        n_classes, features = state["head.weight"].shape
+        model = cls(int(n_classes), int(features) // 8)
+        model.load_state_dict(state)
+        return model
+
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -78,6 +78,7 @@ def objective_for(dataset: pl.DataFrame, tree: DecisionTree = GZ1_TREE) -> Objec
 
 def scores(objective: Objective, logits: torch.Tensor, rows: pl.DataFrame) -> dict[str, float]:
     """Test loss under the objective, and the error rate against the majority class."""
-    loss = float(objective.loss_fn(logits, objective.targets(rows)))
-    truth = torch.tensor(rows["class_index"].to_numpy())
-    return {"loss": loss, "error": float((logits.argmax(dim=1) != truth).float().mean())}
+    from aion_assets.zoo.training import error_rate
+
+    return {"loss": float(objective.loss_fn(logits, objective.targets(rows))),
+            "error": error_rate(logits, torch.tensor(rows["class_index"].to_numpy()))}

@@ -70,11 +70,14 @@ def predict_logits(model: nn.Module, pixels: torch.Tensor, batch_size: int = 256
     return torch.cat(parts) if parts else torch.zeros((0, 0))
 
 
+def error_rate(logits: torch.Tensor, classes: torch.Tensor) -> float:
+    """1 - accuracy of the argmax class."""
+    return float((logits.argmax(dim=1) != classes).float().mean())
+
+
 def classification_scores(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-    """Mean cross-entropy and error rate (1 - accuracy)."""
-    loss = float(F.cross_entropy(logits, targets))
-    error = float((logits.argmax(dim=1) != targets).float().mean())
-    return {"loss": loss, "error": error}
+    """Mean cross-entropy and error rate."""
+    return {"loss": float(F.cross_entropy(logits, targets)), "error": error_rate(logits, targets)}
 
 
 def train_classifier(

@@ -79,7 +79,7 @@ def error_of(kind: TaskKind, y_true: np.ndarray, prediction: np.ndarray) -> floa
 
 
 def linear_probe(kind: TaskKind, train_features: np.ndarray, y_train: np.ndarray,
-                 test_features: np.ndarray, seed: int = 0) -> np.ndarray:
+                 test_features: np.ndarray) -> np.ndarray:
     """Predictions of a linear model on standardised frozen features, its regularisation chosen by inner
     cross-validation on the training fold only: a class probability, or a value clipped to [0, 1]."""
     from sklearn.linear_model import LogisticRegressionCV, RidgeCV
@@ -129,16 +129,17 @@ def fold_rows(task: TransferTask, encoder: str, method: str, fold: int, y_test: 
             "value": error_of(task.kind, y_test, prediction), "n_train": n_train, "n_test": len(y_test)}
 
 
-def summarise_folds(folds: pl.DataFrame, interval: Callable[[np.ndarray, int, int], tuple[float, float, float]]
-                    ) -> pl.DataFrame:
+def summarise_folds(folds: pl.DataFrame) -> pl.DataFrame:
     """(task, encoder, method, metric, value, value_lo, value_hi, n_train, n_test, n_folds): the mean over folds
-    with ``interval``'s bounds (n_train and n_test: the mean fold sizes)."""
+    with the corrected resampled-t interval (n_train and n_test: the mean fold sizes)."""
+    from aion_assets.zoo.crossval import corrected_interval
+
     rows = []
     for (task, encoder, method, metric), group in folds.group_by("task", "encoder", "method", "metric",
                                                                  maintain_order=True):
         n_train, n_test = int(round(group["n_train"].mean())), int(round(group["n_test"].mean()))
         values = group.sort("fold")["value"].to_numpy()
-        mean, lo, hi = interval(values, n_train, n_test) if len(values) > 1 else (float(values[0]), None, None)
+        mean, lo, hi = corrected_interval(values, n_train, n_test) if len(values) > 1 else (float(values[0]), None, None)
         rows.append({"task": task, "encoder": encoder, "method": method, "metric": metric, "value": float(mean),
                      "value_lo": lo, "value_hi": hi, "n_train": n_train, "n_test": n_test, "n_folds": len(values)})
     return pl.DataFrame(rows, schema={"task": pl.String, "encoder": pl.String, "method": pl.String,
