@@ -85,7 +85,7 @@ def _index_over(releases: list[str]):
 
 
 def test_an_unknown_release_is_an_error_naming_the_known_ones() -> None:
-    from aion_assets.search.commands import check_release
+    from aion_assets.search.service import check_release
 
     index = _index_over(["gz1-sdss", "gz1-sdss", "spacewarps-cfhtls"])
     check_release(index, None)
@@ -143,8 +143,7 @@ def test_a_failed_step_shows_its_error_once_and_the_trace_only_when_verbose(aion
 
 
 def test_a_retired_release_is_never_returned_by_an_index_that_still_holds_it() -> None:
-    from aion_assets.search.commands import check_release
-    from aion_assets.search.service import ranked
+    from aion_assets.search.service import check_release, ranked
 
     index = _index_over(["gz1-sdss"] * 20 + ["retired-rel"] * 20)
     query = np.ones(8, dtype=np.float32)

@@ -82,7 +82,7 @@ class PlainBertTextEncoder:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         chunks = []
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():  # the forward is functional over shared weights: threads run it in parallel
             for start in range(0, len(texts), batch_size):
                 chunks.append(self._embed_batch(list(texts[start:start + batch_size])).numpy())
         return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
@@ -91,7 +91,8 @@ class PlainBertTextEncoder:
         import torch
         import torch.nn.functional as F
 
-        encodings = self._tokenizer.encode_batch(texts)
+        with self._lock:  # the one stateful object (its padding and truncation settings live in Rust)
+            encodings = self._tokenizer.encode_batch(texts)
         length = max(len(e.ids) for e in encodings)
         pad_id = int(self._config.get("pad_token_id", 0))
         ids = torch.tensor([e.ids + [pad_id] * (length - len(e.ids)) for e in encodings])

@@ -13,7 +13,7 @@ import os
 import platform
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -262,9 +262,22 @@ class Warehouse:
         frames = [self.lake.read_parquet(rel) for rel in self.lake.iter_files(f"tables/{table}/**/*.parquet")]
         return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
-    def ensure_lake_view(self, table: str) -> None:
-        """A view over every partition file of a lake table; new files appear in it without touching DuckDB."""
+    def ensure_lake_view(self, table: str,
+                         adopt_native: Callable[[pl.DataFrame], pl.DataFrame] | None = None) -> None:
+        """A view over every partition file of a lake table; new files appear in it without touching DuckDB.
+
+        With ``adopt_native``, a native DuckDB table of that name (what an older version wrote) is first moved
+        into the lake: its rows, converted by ``adopt_native``, become one file (a fixed name, so a retry after a
+        failure rewrites rather than duplicates it), then the table is dropped. Nothing is lost to the view.
+        """
         with self.connect() as con:
+            native = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' "
+                                 "AND table_name = ? AND table_type = 'BASE TABLE'", [table]).fetchall()[0][0]
+            if native and adopt_native is not None:
+                rows = fetch_polars(con, f'SELECT * FROM "{table}"')
+                if rows.height:
+                    self.lake.write_parquet(adopt_native(rows), "tables", table, "adopted", "native-table.parquet")
+                con.execute(f'DROP TABLE "{table}"')
             self._write_lake_view(con, table)
 
     def _write_lake_view(self, con: duckdb.DuckDBPyConnection, table: str) -> None:

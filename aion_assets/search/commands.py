@@ -54,17 +54,6 @@ def _fail(error: Exception) -> None:
     sys.exit(1)
 
 
-def check_release(index, release: str | None, served: set[str] | None = None) -> None:
-    """An unknown --release is an error naming the known ones, not an empty result; so is a retired one."""
-    if release is None:
-        return
-    in_index = set(index.ids["release"].to_list())
-    known = sorted(in_index & served if served is not None else in_index)
-    if release not in known:
-        why = "was retired (its folder left the watched folder)" if release in in_index else "is not in the index"
-        raise LookupError(f"release {release!r} {why}; known: {', '.join(known)}")
-
-
 def check_gallery_results(results, gallery: str | None) -> None:
     """Nothing to draw is an error before anything is printed (the gallery was asked for)."""
     if gallery and results.is_empty():
@@ -81,7 +70,7 @@ def check_gallery_results(results, gallery: str | None) -> None:
               help="VLM answers averaged per candidate.")
 def search(text: str, release: str | None, k: int, as_json: bool, gallery: str | None, model_version: int | None,
            rerank: bool, candidates: int, samples: int) -> None:
-    from aion_assets.search.service import timed
+    from aion_assets.search.service import check_release, timed
 
     if rerank:
         from aion_assets.vlm.client import has_api_key
@@ -107,7 +96,7 @@ def search(text: str, release: str | None, k: int, as_json: bool, gallery: str |
 @result_options(release_help="The object's release (needed when its id is in several).")
 def similar(object_id: str, release: str | None, k: int, as_json: bool, gallery: str | None,
             model_version: int | None) -> None:
-    from aion_assets.search.service import timed
+    from aion_assets.search.service import check_release, timed
 
     service = _service(model_version)
     try:

@@ -88,6 +88,18 @@ class VectorIndex:
     build_seconds: float | None = None
     gpu_index: faiss.Index | None = None
     _nbytes: int | None = field(default=None, repr=False)
+    _release_masks: dict[frozenset[str], np.ndarray] = field(default_factory=dict, repr=False)
+
+    def rows_in_releases(self, releases: frozenset[str]) -> np.ndarray:
+        """Boolean mask over the index's rows: those of ``releases``. Computed once per set (a server asks the
+        same few sets for every request; the ids never change)."""
+        mask = self._release_masks.get(releases)
+        if mask is None:
+            mask = self.ids["release"].is_in(sorted(releases)).to_numpy()
+            if len(self._release_masks) > 64:
+                self._release_masks.clear()
+            self._release_masks[releases] = mask
+        return mask
 
     def __post_init__(self) -> None:
         if self.ids.height != self.cpu_index.ntotal:

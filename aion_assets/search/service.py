@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from datetime import datetime, timezone
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,6 +20,20 @@ if TYPE_CHECKING:
     from aion_assets.search.index import VectorIndex
 
 RESULT_COLUMNS = ["rank", "object_id", "release", "score"]
+RELEASES_REFRESH_S = 10.0
+QUERY_CACHE_SIZE = 4096
+
+
+class UnknownRelease(LookupError):
+    """A release filter naming no release the index serves."""
+
+
+class UnknownObject(LookupError):
+    """An object id not found (in the index, or in the release given)."""
+
+
+class AmbiguousObject(LookupError):
+    """An object id found in several releases, none named."""
 
 
 class SearchService:
@@ -40,7 +55,10 @@ class SearchService:
         self._similarity_index: VectorIndex | None = None
         self._heads = None
         self._served_releases: set[str] | None = None
+        self._served_releases_read_at: float | None = None
         self._text = None
+        self._load_lock = threading.Lock()
+        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     # Loaded lazily: `aion similar` needs neither the heads nor the text model.
     @property
@@ -68,21 +86,40 @@ class SearchService:
         return self._similarity_index
 
     def encode_query(self, text: str) -> np.ndarray:
+        """The query's vector in this version's search space; the most recent ``QUERY_CACHE_SIZE`` distinct
+        texts are kept (a user changing k or the release filter, or a popular query, encodes nothing again)."""
+        with self._load_lock:
+            cached = self._query_cache.get(text)
+            if cached is not None:
+                self._query_cache.move_to_end(text)
+                return cached
+        vector = self._encode_query(text)
+        vector.setflags(write=False)  # shared by every request that asks the same
+        with self._load_lock:
+            self._query_cache[text] = vector
+            while len(self._query_cache) > QUERY_CACHE_SIZE:
+                self._query_cache.popitem(last=False)
+        return vector
+
+    def _encode_query(self, text: str) -> np.ndarray:
         import torch
 
         from aion_assets.encoders.text import load_query_text_encoder
         from aion_assets.search.artifacts import load_heads_from_lake
-        from aion_assets.search.training import embed_texts
 
-        if self._heads is None:
-            self._heads = load_heads_from_lake(self.lake, self.model_version)
-            self._text = load_query_text_encoder(self._text_encoder_spec)
+        with self._load_lock:  # threads of a server share one service
+            if self._heads is None:
+                self._text = load_query_text_encoder(self._text_encoder_spec)
+                self._heads = load_heads_from_lake(self.lake, self.model_version).eval()
         # One short sentence gains nothing from intra-op threads, and OpenMP's spinning workers make it ~40x
         # slower whenever another process holds a core (measured: 13 ms on one thread, 0.5 s on two).
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return embed_texts(self._heads, self._text.encode([text]))[0]
+            base = torch.from_numpy(self._text.encode([text]))
+            # The head in place, read-only (no device moves or mode flips): requests share it across threads.
+            with torch.inference_mode():
+                return self._heads.encode_text(base)[0].float().numpy()
         finally:
             torch.set_num_threads(threads)
 
@@ -104,11 +141,30 @@ class SearchService:
         """The releases ingested now (the `cutouts` view), or None when the warehouse has no cutouts table.
 
         An index built before a release was retired still holds its vectors until it is rebuilt; results are
-        drawn only from releases the lake still serves, so a retired release is never silently returned."""
-        if self._served_releases is None and "cutouts" in self.warehouse.tables():
-            _, rows = self.warehouse.query_rows("SELECT DISTINCT release FROM cutouts")
-            self._served_releases = {row[0] for row in rows}
+        drawn only from releases the lake still serves, so a retired release is never silently returned. Read
+        again after ``RELEASES_REFRESH_S``: a long-lived server follows releases coming and going."""
+        now = time.monotonic()
+        if self._served_releases_read_at is None or now - self._served_releases_read_at > RELEASES_REFRESH_S:
+            try:
+                self._served_releases = self._read_served_releases()
+            except Exception:
+                if self._served_releases_read_at is None:
+                    raise
+                # A run holding the warehouse (or a view mid-rebuild): keep serving the set read last time.
+            self._served_releases_read_at = now
         return self._served_releases
+
+    def _read_served_releases(self) -> set[str] | None:
+        if "cutouts" not in self.warehouse.tables():
+            return None
+        _, rows = self.warehouse.query_rows("SELECT DISTINCT release FROM cutouts")
+        return {row[0] for row in rows}
+
+    def warm(self) -> SearchService:
+        """Load the heads, the text model and the search index now (a server does this before serving)."""
+        self.encode_query("warm-up")
+        _ = self.search_index, self.served_releases
+        return self
 
     def search(self, text: str, k: int = 10, release: str | None = None) -> pl.DataFrame:
         if not text.strip():
@@ -122,10 +178,10 @@ class SearchService:
         if release is not None:
             matches = matches.filter(pl.col("release") == release)
         if matches.is_empty():
-            raise LookupError(f"object {object_id!r} is not in the image-similarity index"
+            raise UnknownObject(f"object {object_id!r} is not in the image-similarity index"
                               + (f" for release {release!r}" if release else ""))
         if matches.height > 1:
-            raise LookupError(f"object {object_id!r} is in several releases "
+            raise AmbiguousObject(f"object {object_id!r} is in several releases "
                               f"({', '.join(matches['release'].to_list())}): pass --release")
         query = self.similarity_index.cpu_index.reconstruct(int(matches["vector_row"][0]))
         found = ranked(self.similarity_index, query, k + 1, release, self.served_releases)
@@ -133,14 +189,27 @@ class SearchService:
         return _numbered(found.head(k))
 
     def log(self, kind: str, query: str, k: int, release: str | None, results: int, seconds: float) -> None:
-        """One row in `search_log`; a search never fails because its log could not be written."""
+        """One row in `search_log` (a new lake file); a search never fails because its log could not be written."""
+        from aion_assets.search.search_log import SearchRecord, write_records
+
         try:
-            self.warehouse.append("search_log", pl.DataFrame({
-                "kind": [kind], "query": [query], "k": [k], "release": [release], "results": [results],
-                "latency_ms": [seconds * 1000.0], "created_at": [datetime.now(timezone.utc)],
-            }, schema_overrides={"release": pl.String}))
+            write_records(self.warehouse, [SearchRecord(
+                source="cli", kind=kind, query=query, k=k, release=release,
+                model_version=self.model_version if kind == "text" else None,
+                latency_ms=seconds * 1000.0, n_results=results)])
         except Exception:  # noqa: BLE001 - logging is best effort by design
             pass
+
+
+def check_release(index: VectorIndex, release: str | None, served: set[str] | None = None) -> None:
+    """An unknown release filter is an error naming the known ones, not an empty result; so is a retired one."""
+    if release is None:
+        return
+    in_index = set(index.ids["release"].to_list())
+    known = sorted(in_index & served if served is not None else in_index)
+    if release not in known:
+        why = "was retired (its folder left the watched folder)" if release in in_index else "is not in the index"
+        raise UnknownRelease(f"release {release!r} {why}; known: {', '.join(known)}")
 
 
 def ranked(index: VectorIndex, query: np.ndarray, k: int, release: str | None = None,
@@ -149,23 +218,26 @@ def ranked(index: VectorIndex, query: np.ndarray, k: int, release: str | None = 
     when given (None: every release in the index).
 
     With a filter the search widens (doubling k) until k hits pass it or the whole index was scanned, so a small
-    release inside a large index is still answered exactly.
+    release inside a large index is still answered exactly. The filter is a row mask, applied before any id is
+    looked up.
     """
-    filtered = release is not None or served_releases is not None
-    fetch = max(4 * k, 64) if filtered else k
+    allowed = None
+    if release is not None or served_releases is not None:
+        wanted = set(served_releases) if served_releases is not None else {release}
+        allowed = index.rows_in_releases(frozenset(wanted & {release} if release is not None else wanted))
+    fetch = k if allowed is None else max(4 * k, 64)
     while True:
         fetch = min(fetch, index.ntotal)
         scores, rows = index.search(query[None, :].astype(np.float32), fetch)
         keep = rows[0] >= 0
-        hits = index.ids[rows[0][keep].tolist()].with_columns(pl.Series("score", scores[0][keep], pl.Float64))
-        if release is not None:
-            hits = hits.filter(pl.col("release") == release)
-        if served_releases is not None:
-            hits = hits.filter(pl.col("release").is_in(sorted(served_releases)))
-        if hits.height >= k or fetch >= index.ntotal:
+        if allowed is not None:
+            keep &= allowed[np.where(keep, rows[0], 0)]
+        found_rows, found_scores = rows[0][keep], scores[0][keep]
+        if len(found_rows) >= k or fetch >= index.ntotal:
             break
         fetch *= 2
-    return _numbered(hits.head(k))
+    hits = index.ids[found_rows[:k].tolist()].with_columns(pl.Series("score", found_scores[:k], pl.Float64))
+    return _numbered(hits)
 
 
 def _numbered(hits: pl.DataFrame) -> pl.DataFrame:
