@@ -13,7 +13,7 @@ setup(
     include_package_data=False,  # exactly the package_data below
     packages=[*find_packages(include=["aion_assets*"]), PACKAGED_SQL],
     package_dir={PACKAGED_SQL: "dbt_like_sql"},
-    # The prompts folder is data of aion_assets.vlm, not a package of its own.
+    # The prompts folder is data of aion_assets.vlm, the page's files of aion_assets.app: not packages of their own.
     package_data={"": ["*.txt", "*.json", "*.sql", "*.html", "*.yaml"], "aion_assets.vlm": ["prompts/*.txt"],
-                  PACKAGED_SQL: ["*.sql"]},
+                  "aion_assets.app": ["static/*.html", "static/*.js", "static/*.css"], PACKAGED_SQL: ["*.sql"]},
 )

@@ -29,6 +29,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "models": ("aion_assets.search.commands", "models", "The heads versions: MLflow run, training-set size, figures."),
     "prune": ("aion_assets.search.commands", "prune", "Remove old heads versions' lake files."),
     "report": ("aion_assets.search.report_command", "report", "Print the README's figures table from eval_results."),
+    "serve": ("aion_assets.app.commands", "serve", "Serve the search page and JSON API from the latest model."),
     "bench": ("aion_assets.bench.commands", "bench", "Run a benchmark; rows land in the bench_results table."),
     "stellar": ("aion_assets.stellar.commands", "stellar",
                 "The stellar label emulator: posteriors for any label from any measurements."),
@@ -177,8 +178,9 @@ DEMO_QUERIES = (
 
 # The main job is the search chain; the stellar emulator and the Galaxy Zoo study are their own groups (minutes
 # to tens of minutes of training more), run with `aion materialize 'group:stellar'` / `'group:zoo'` or from the UI.
-# zoo_dataset stays in: it is the split whose test objects the search heads hold out.
-DEMO_SELECTION = "not group:stellar and (not group:zoo or key:zoo_dataset)"
+# zoo_dataset stays in: it is the split whose test objects the search heads hold out. search_queries reads
+# search_log, which only searches write (none yet on a first demo).
+DEMO_SELECTION = "not group:stellar and (not group:zoo or key:zoo_dataset) and not key:search_queries"
 
 
 @main.command()

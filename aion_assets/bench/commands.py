@@ -154,6 +154,37 @@ def search(repeats: int, as_json: bool) -> None:
 
 
 @bench.command()
+@click.option("--requests", "max_requests", default=400, show_default=True, type=click.IntRange(1),
+              help="At most this many requests per level.")
+@click.option("--seconds", "max_seconds", default=20.0, show_default=True, help="At most this long per level.")
+@click.option("--clients", default="1,8,32", show_default=True, help="Concurrency levels, comma-separated.")
+@click.option("--json", "as_json", is_flag=True)
+def app(max_requests: int, max_seconds: float, clients: str, as_json: bool) -> None:
+    """requests/s and p50/p99 latency of /api/search at 1, 8 and 32 concurrent clients, against `aion serve`
+    started on a loopback port over this stack (client and server share the cores)."""
+    from aion_assets.app.bench import bench_app
+    from aion_assets.app.process import running_server
+    from aion_assets.search.artifacts import ModelVersionMissing, read_latest_pointer
+
+    lake, _ = _stack()
+    try:
+        read_latest_pointer(lake)
+    except ModelVersionMissing as error:
+        click.echo(str(error), err=True)
+        sys.exit(2)
+    levels = [int(level) for level in clients.split(",") if level.strip()]
+    with running_server(["--log-source", "bench"]) as base_url:
+        rows = bench_app(base_url, levels=levels, max_requests=max_requests, max_seconds=max_seconds)
+    figures = {f"{r['workload']}_c{r['clients']}_{m}": r[m] for r in rows for m in ("requests_per_s", "p50_ms",
+                                                                                     "p99_ms", "errors")}
+    _report("app", figures, [
+        (f"{r['workload']}.clients_{r['clients']}.{metric}", r[key], unit) for r in rows
+        for metric, key, unit in (("requests_per_s", "requests_per_s", "requests/s"), ("latency_p50", "p50_ms", "ms"),
+                                  ("latency_p99", "p99_ms", "ms"))
+    ], as_json)
+
+
+@bench.command()
 @click.option("--latency", default=0.1, show_default=True, help="Seconds the fake server waits per request.")
 @click.option("--n", default=128, show_default=True)
 @click.option("--json", "as_json", is_flag=True)

@@ -34,12 +34,13 @@ def sql_model_asset(model: SqlModel, source_tables: Mapping[str, str | None]) ->
         store = warehouse.get()
         missing = [table for table in model.tables if table not in {t.lower() for t in store.tables()}]
         if missing:
-            producers = sorted({str(source_tables.get(t) or t) for t in missing})
+            producers = sorted({source_tables[t] for t in missing if source_tables.get(t)})
+            unwritten = sorted(t for t in missing if not source_tables.get(t))
+            hints = ([f"materialize {', '.join(producers)} first"] if producers else []) + (
+                [f"{', '.join(unwritten)} is written outside any asset (searches, benchmarks, the re-ranker): "
+                 "nothing written yet"] if unwritten else [])
             raise dg.Failure(
-                description=(
-                    f"{model.name} reads {', '.join(missing)}, not in the warehouse yet: "
-                    f"materialize {', '.join(producers)} first"
-                ),
+                description=f"{model.name} reads {', '.join(missing)}, not in the warehouse yet: {'; '.join(hints)}",
                 metadata={"missing_tables": ", ".join(missing)},
             )
         rows = store.create_table_as(model.name, model.sql)
