@@ -223,6 +223,22 @@ def test_what_people_search_for_is_an_sql_model(app) -> None:
     assert '1.000000 +1.000000 r=10"' in cones
 
 
+def test_with_a_key_the_vlm_reranks_the_top_candidates(app, fake_anthropic, dummy_api_key, monkeypatch) -> None:
+    from aion_assets.app.process import running_server
+
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_anthropic.base_url)  # a local Anthropic-compatible server
+    with running_server(log_path=app["log"]) as base_url, httpx.Client(base_url=base_url, timeout=120) as client:
+        assert _ok(client.get("/api/models"))["rerank_available"] is True
+        found = _ok(client.get("/api/search", params={"q": "a ring galaxy", "k": 5, "rerank": "true",
+                                                      "candidates": 8}))
+    assert found["reranked"] is True and [r["rank"] for r in found["results"]] == [1, 2, 3, 4, 5]
+    scores = [r["score"] for r in found["results"]]
+    assert scores == sorted(scores, reverse=True) and all(1 <= s <= 10 for s in scores)  # the VLM's 1-10 scale
+    assert fake_anthropic.count("POST", "/v1/messages") == 8
+    stored = _warehouse().query("SELECT object_id FROM rerank_results ORDER BY rank_after")
+    assert stored.height == 8 and stored["object_id"].head(5).to_list() == [r["object_id"] for r in found["results"]]
+
+
 def test_a_newer_version_is_served_without_a_restart(app) -> None:
     from aion_assets.app.served import ServedModels
     from aion_assets.platform.settings import get_settings

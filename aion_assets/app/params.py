@@ -30,7 +30,7 @@ class Param:
     location: str = "query"  # or "path"
 
     def parse(self, raw: str | None) -> Any:
-        if raw is None:
+        if raw is None or (raw == "" and not self.required):  # an empty optional field is an absent one
             if self.required:
                 raise BadRequest(f"{self.name} is required")
             return self.default
