@@ -57,7 +57,8 @@ def _gallery_ids(page) -> list[str]:
 def _search(page, text: str) -> None:
     page.fill("#query", text)
     page.press("#query", "Enter")
-    page.wait_for_function(f"document.querySelector('#status').textContent.includes({text!r})")
+    # The final status, not the "searching for ..." one shown while the request runs.
+    page.wait_for_function(f"document.querySelector('#status').textContent.includes({'results for “' + text + '”'!r})")
     page.wait_for_function(IMAGES_LOADED)
 
 
@@ -79,7 +80,7 @@ def test_more_like_this_shows_the_objects_nearest_in_image(site, page) -> None:
     first = page.locator("#gallery figure.result").first
     object_id, release = first.get_attribute("data-object-id"), first.get_attribute("data-release")
     first.locator("button.more-like-this").click()
-    page.wait_for_function(f"document.querySelector('#status').textContent.includes('similar to {object_id}')")
+    page.wait_for_function(f"document.querySelector('#status').textContent.includes('results similar to {object_id}')")
     page.wait_for_function(IMAGES_LOADED)
     expected = site["api"].get(f"/api/similar/{object_id}", params={"k": 24, "release": release}).json()
     assert _gallery_ids(page) == [r["object_id"] for r in expected["results"]]

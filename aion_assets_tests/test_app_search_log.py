@@ -9,7 +9,13 @@ from datetime import datetime, timezone
 
 import polars as pl
 
-from aion_assets.search.search_log import BufferedSearchLog, SearchRecord, ensure_search_log_view, write_records
+from aion_assets.search.search_log import (
+    BufferedSearchLog,
+    SearchRecord,
+    ensure_search_log_view,
+    log_searches,
+    write_records,
+)
 
 HOLD_WRITER = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('holding', flush=True); time.sleep(60)"
 
@@ -21,8 +27,8 @@ def _record(query: str, **changes) -> SearchRecord:
 
 
 def test_rows_land_in_the_view_one_file_per_write(warehouse) -> None:
-    write_records(warehouse, [_record("a ring galaxy"), _record("a lens", release="spacewarps-cfhtls")])
-    write_records(warehouse, [_record("a ring galaxy", model_version=2, n_results=0)])
+    log_searches(warehouse, [_record("a ring galaxy"), _record("a lens", release="spacewarps-cfhtls")])
+    log_searches(warehouse, [_record("a ring galaxy", model_version=2, n_results=0)])
     rows = warehouse.query("SELECT query, release, model_version, n_results FROM search_log ORDER BY model_version, "
                            "query")
     assert rows.rows() == [("a lens", "spacewarps-cfhtls", 1, 10), ("a ring galaxy", None, 1, 10),
@@ -31,7 +37,7 @@ def test_rows_land_in_the_view_one_file_per_write(warehouse) -> None:
 
 
 def test_appending_never_waits_for_a_writer_holding_the_warehouse(warehouse) -> None:
-    write_records(warehouse, [_record("first")])  # the view exists from here on
+    log_searches(warehouse, [_record("first")])  # the view exists from here on
     # A run writing, in another process: while it holds the file nobody else can open it (a reader would wait).
     holder = subprocess.Popen([sys.executable, "-c", HOLD_WRITER, str(warehouse.path)], stdout=subprocess.PIPE,
                               text=True)
@@ -64,6 +70,27 @@ def test_the_buffer_writes_in_batches_and_keeps_rows_whose_write_failed(warehous
     assert len(warehouse.lake.glob("tables/search_log/**/*.parquet")) == 1
 
 
+def test_a_busy_warehouse_delays_the_view_but_never_writes_a_row_twice(warehouse) -> None:
+    log = BufferedSearchLog(warehouse, flush_every_s=3600)
+    warehouse.execute("SELECT 1")  # the file exists, as it does once any run wrote
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_WRITER, str(warehouse.path)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        warehouse.lock_timeout_s = 0.5
+        log.record(_record("during a run"))
+        log.flush()  # the file is written; the view must wait for the run
+        assert "view not made yet" in log.last_error
+    finally:
+        holder.kill()
+        holder.wait()
+    warehouse.lock_timeout_s = 60.0
+    log.record(_record("after the run"))
+    log.close()
+    assert log.last_error is None
+    assert sorted(warehouse.query("SELECT query FROM search_log")["query"]) == ["after the run", "during a run"]
+
+
 def test_a_full_buffer_wakes_the_writer_before_its_interval(warehouse) -> None:
     log = BufferedSearchLog(warehouse, flush_every_s=3600, max_rows=3)
     try:
@@ -85,7 +112,7 @@ def test_an_older_native_table_is_adopted_into_the_lake_not_lost(warehouse) -> N
     warehouse.append("search_log", old)
     ensure_search_log_view(warehouse)
     ensure_search_log_view(warehouse)  # re-running is safe
-    write_records(warehouse, [_record("new")])
+    log_searches(warehouse, [_record("new")])
     rows = warehouse.query("SELECT source, kind, query, n_results FROM search_log ORDER BY searched_at, query")
     assert rows.rows() == [("cli", "similar", "J1", 5), ("cli", "text", "a merger", 10), ("app", "text", "new", 10)]
     kind = warehouse.query("SELECT table_type FROM information_schema.tables WHERE table_name = 'search_log'")

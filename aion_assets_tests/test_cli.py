@@ -25,10 +25,10 @@ def test_every_documented_command_is_registered() -> None:
     import click
 
     with click.Context(main) as ctx:  # domain commands load on first use: ask the group, not its dict
-        assert {"demo", "materialize", "releases", "sql", "search", "similar", "bench", "ui"} <= set(
+        assert {"demo", "materialize", "releases", "sql", "search", "similar", "bench", "ui", "serve"} <= set(
             main.list_commands(ctx))
         assert {"from-coords"} <= set(main.get_command(ctx, "releases").commands)
-        assert {"ingest", "embed", "search", "vlm"} <= set(main.get_command(ctx, "bench").commands)
+        assert {"ingest", "embed", "search", "vlm", "app"} <= set(main.get_command(ctx, "bench").commands)
 
 
 def test_a_failed_partition_stops_what_depends_on_it_and_keeps_the_rest(aion_home, copy_release, tmp_path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from starlette.applications import Starlette
 
@@ -18,7 +19,9 @@ WAREHOUSE_WAIT_S = 5.0
 
 def app_from_environment(log_flush_s: float = 2.0, log_source: str = "app") -> Starlette:
     """``log_source`` names who searched in `search_log` ("bench" for `aion bench app`'s load)."""
+    from aion_assets.encoders.batching import BatchingTextEncoder
     from aion_assets.encoders.image import canonical_image_encoder
+    from aion_assets.encoders.text import load_query_text_encoder
     from aion_assets.platform.lake import Lake
     from aion_assets.platform.layout import encoder_artifact_id
     from aion_assets.platform.settings import get_settings
@@ -31,8 +34,12 @@ def app_from_environment(log_flush_s: float = 2.0, log_source: str = "app") -> S
     warehouse = Warehouse(settings.warehouse_path, Lake(settings.lake_root), lock_timeout_s=WAREHOUSE_WAIT_S)
     image_id = encoder_artifact_id(canonical_image_encoder(settings.image_encoder), settings.image_precision)
 
+    # One text model for every version; concurrent requests share its passes, one pass at a time per core.
+    text_encoder = BatchingTextEncoder(load_query_text_encoder(settings.text_encoder),
+                                       workers=os.cpu_count() or 1)
+
     def make_service(version: int) -> SearchService:
-        return SearchService(warehouse, settings.text_encoder, image_id, version)
+        return SearchService(warehouse, settings.text_encoder, image_id, version, text_encoder=text_encoder)
 
     served = ServedModels(warehouse.lake, make_service)
     try:  # once, before serving: adopts an older native search_log table

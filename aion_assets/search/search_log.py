@@ -43,17 +43,21 @@ def _frame(records: list[SearchRecord]) -> pl.DataFrame:
 
 
 def write_records(warehouse: Warehouse, records: list[SearchRecord]) -> str | None:
-    """Append ``records`` as one new Parquet file (atomic); the view is created with the first file."""
+    """Append ``records`` as one new Parquet file (atomic). The file is the whole write: the view over the
+    files is the caller's to make sure of (``ensure_search_log_view``), once."""
     if not records:
         return None
     now = datetime.now(timezone.utc)
-    first_file = not warehouse.lake.glob(f"tables/{SEARCH_LOG}/**/*.parquet")
-    written = warehouse.lake.write_parquet(
+    return warehouse.lake.write_parquet(
         _frame(records), "tables", SEARCH_LOG, now.strftime("%Y-%m-%d"),
         f"{now.strftime('%H%M%S')}-{uuid.uuid4().hex[:12]}.parquet")
-    if first_file:  # later files appear in the view by its glob
+
+
+def log_searches(warehouse: Warehouse, records: list[SearchRecord]) -> None:
+    """What a one-off command does: append the rows, and make the view if the warehouse lacks it."""
+    write_records(warehouse, records)
+    if SEARCH_LOG not in warehouse.tables():
         ensure_search_log_view(warehouse)
-    return written
 
 
 def ensure_search_log_view(warehouse: Warehouse) -> None:
@@ -87,6 +91,7 @@ class BufferedSearchLog:
         self.max_rows = max_rows
         self.dropped = 0
         self.last_error: str | None = None
+        self._view_ready = False
         self._pending: list[SearchRecord] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -114,6 +119,18 @@ class BufferedSearchLog:
             self.last_error = f"{type(error).__name__}: {error}"
             with self._lock:
                 self._pending[:0] = batch
+            return
+        if batch and not self._view_ready:
+            self._make_view()
+
+    def _make_view(self) -> None:
+        """The view once there is a file; a busy warehouse is tried again at the next flush (the rows are
+        safe in their file meanwhile, never written twice)."""
+        try:
+            ensure_search_log_view(self.warehouse)
+            self._view_ready = True
+        except Exception as error:  # noqa: BLE001 - retried at the next flush
+            self.last_error = f"search_log view not made yet: {type(error).__name__}: {error}"
 
     def close(self) -> None:
         """Stop the thread and write what is pending (the server's shutdown)."""

@@ -15,6 +15,7 @@ from aion_assets.platform.layout import image_similarity_index_dir, search_index
 # torch, faiss and the text model load on first use, inside the methods: `aion similar` needs no text model,
 # and nothing here imports dagster, mlflow or sentence-transformers (seconds of start-up for one query).
 if TYPE_CHECKING:
+    from aion_assets.encoders.text import TextEncoder
     from aion_assets.platform.lake import Lake
     from aion_assets.platform.warehouse import Warehouse
     from aion_assets.search.index import VectorIndex
@@ -44,7 +45,9 @@ class SearchService:
     """
 
     def __init__(self, warehouse: Warehouse, text_encoder_spec: str, image_encoder_id: str,
-                 model_version: int | None = None) -> None:
+                 model_version: int | None = None, text_encoder: TextEncoder | None = None) -> None:
+        """``text_encoder``: an already loaded one to share (a server's, batching its requests); default: the
+        query encoder of ``text_encoder_spec``, loaded on the first query."""
         self.warehouse = warehouse
         self.lake: Lake = warehouse.lake
         self._text_encoder_spec = text_encoder_spec
@@ -56,7 +59,7 @@ class SearchService:
         self._heads = None
         self._served_releases: set[str] | None = None
         self._served_releases_read_at: float | None = None
-        self._text = None
+        self._text = text_encoder
         self._load_lock = threading.Lock()
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
@@ -109,7 +112,7 @@ class SearchService:
 
         with self._load_lock:  # threads of a server share one service
             if self._heads is None:
-                self._text = load_query_text_encoder(self._text_encoder_spec)
+                self._text = self._text or load_query_text_encoder(self._text_encoder_spec)
                 self._heads = load_heads_from_lake(self.lake, self.model_version).eval()
         # One short sentence gains nothing from intra-op threads, and OpenMP's spinning workers make it ~40x
         # slower whenever another process holds a core (measured: 13 ms on one thread, 0.5 s on two).
@@ -190,10 +193,10 @@ class SearchService:
 
     def log(self, kind: str, query: str, k: int, release: str | None, results: int, seconds: float) -> None:
         """One row in `search_log` (a new lake file); a search never fails because its log could not be written."""
-        from aion_assets.search.search_log import SearchRecord, write_records
+        from aion_assets.search.search_log import SearchRecord, log_searches
 
         try:
-            write_records(self.warehouse, [SearchRecord(
+            log_searches(self.warehouse, [SearchRecord(
                 source="cli", kind=kind, query=query, k=k, release=release,
                 model_version=self.model_version if kind == "text" else None,
                 latency_ms=seconds * 1000.0, n_results=results)])
