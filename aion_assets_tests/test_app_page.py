@@ -62,6 +62,14 @@ def _search(page, text: str) -> None:
     page.wait_for_function(IMAGES_LOADED)
 
 
+def _first_result_of(site, page, text: str):
+    """Search from a fresh page; the first tile, its object id and release."""
+    page.goto(site["base_url"])
+    _search(page, text)
+    first = page.locator("#gallery figure.result").first
+    return first, first.get_attribute("data-object-id"), first.get_attribute("data-release")
+
+
 def test_typing_a_query_shows_the_ranked_gallery_with_loaded_images(site, page) -> None:
     page.goto(site["base_url"])
     _search(page, "a ring galaxy")
@@ -75,10 +83,7 @@ def test_typing_a_query_shows_the_ranked_gallery_with_loaded_images(site, page) 
 
 
 def test_more_like_this_shows_the_objects_nearest_in_image(site, page) -> None:
-    page.goto(site["base_url"])
-    _search(page, "an edge-on disk galaxy")
-    first = page.locator("#gallery figure.result").first
-    object_id, release = first.get_attribute("data-object-id"), first.get_attribute("data-release")
+    first, object_id, release = _first_result_of(site, page, "an edge-on disk galaxy")
     first.locator("button.more-like-this").click()
     page.wait_for_function(f"document.querySelector('#status').textContent.includes('results similar to {object_id}')")
     page.wait_for_function(IMAGES_LOADED)
@@ -88,10 +93,7 @@ def test_more_like_this_shows_the_objects_nearest_in_image(site, page) -> None:
 
 
 def test_the_detail_view_shows_labels_description_and_catalogue(site, page) -> None:
-    page.goto(site["base_url"])
-    _search(page, "a spiral galaxy")
-    first = page.locator("#gallery figure.result").first
-    object_id, release = first.get_attribute("data-object-id"), first.get_attribute("data-release")
+    first, object_id, release = _first_result_of(site, page, "a spiral galaxy")
     first.locator("button.details").click()
     page.wait_for_selector("#detail[open]")
     detail = site["api"].get(f"/api/objects/{object_id}", params={"release": release}).json()
