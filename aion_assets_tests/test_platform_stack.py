@@ -69,3 +69,13 @@ def test_instance_has_pools(aion_home) -> None:
         apply_pool_limits(instance)
         for pool, limit in POOL_LIMITS.items():
             assert instance.event_log_storage.get_concurrency_info(pool).slot_count == limit
+
+
+def test_a_writer_waits_for_a_reader_of_the_same_process_instead_of_failing(warehouse: Warehouse) -> None:
+    import threading
+
+    warehouse.execute("CREATE TABLE t AS SELECT 1 AS x")
+    with warehouse.connect(read_only=True) as reader:  # a request reading while the log thread makes a view
+        threading.Timer(0.3, reader.close).start()
+        warehouse.execute("INSERT INTO t VALUES (2)")  # DuckDB refuses the writer until the reader closes
+    assert sorted(warehouse.query("SELECT x FROM t")["x"]) == [1, 2]

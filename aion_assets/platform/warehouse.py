@@ -26,7 +26,10 @@ from aion_assets.platform.layout import ShardKey
 if TYPE_CHECKING:  # polars is imported where frames are made: `aion sql` answers without it
     import polars as pl
 
-LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked", "lock on file")
+# The last: within one process, a writer's connection cannot open while a reader's is open (or the reverse), as
+# when a server's log thread makes a view while a request reads; it clears as soon as the other closes.
+LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked", "lock on file",
+                "different configuration than existing connections")
 # One small table of facts about the warehouse itself: ``lake_root`` is the lake its views were built over.
 META_TABLE = "aion_meta"
 LAKE_ROOT_KEY = "lake_root"
