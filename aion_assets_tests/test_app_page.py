@@ -4,7 +4,6 @@ the picker without a restart."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import httpx
@@ -12,11 +11,8 @@ import pytest
 from PIL import Image
 
 from aion_assets_tests.app_stack import build_stack, land_new_version
+from aion_assets_tests.browser import launch_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-# A closed network: without these Chromium keeps trying to reach Google's services at start-up.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-                 "--disable-background-networking", "--disable-component-update"]
 IMAGES_LOADED = """() => {
     const images = [...document.querySelectorAll('#gallery figure.result img')];
     return images.length > 0 && images.every(i => i.complete && i.naturalWidth > 0);
@@ -25,8 +21,6 @@ IMAGES_LOADED = """() => {
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, sample_releases: Path, shared_data: Path):
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        pytest.fail("Debian's chromium is needed at /usr/bin/chromium (.ci/run installs it)")
     from playwright.sync_api import sync_playwright
 
     from aion_assets.app.process import running_server
@@ -34,7 +28,7 @@ def site(tmp_path_factory, sample_releases: Path, shared_data: Path):
     root = tmp_path_factory.mktemp("page")
     patch, instance = build_stack(root, sample_releases, shared_data)
     with running_server(log_path=root / "serve.log") as base_url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = launch_chromium(playwright)
         yield {"base_url": base_url, "browser": browser, "instance": instance, "root": root,
                "api": httpx.Client(base_url=base_url, timeout=60)}
         browser.close()

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
-
-import pytest
 
 from aion_assets.platform.settings import PROJECT_ROOT, subprocess_env
 
@@ -45,51 +39,13 @@ def test_dagster_definitions_validate(aion_home) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_webserver_lists_the_asset_keys(aion_home) -> None:
-    from aion_assets.platform.instance import ensure_dagster_home
+    from aion_assets_tests.servers import asset_keys, running_webserver
 
-    ensure_dagster_home(aion_home.dagster_home)
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(BIN / "dagster-webserver"), "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1",
-         "-p", str(port)],
-        cwd=PROJECT_ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        asset_keys: set[str] = set()
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                pytest.fail(f"webserver exited: {server.stderr.read()[-2000:]}")
-            try:
-                request = urllib.request.Request(
-                    f"{base}/graphql", data=json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode(),
-                    headers={"Content-Type": "application/json"},
-                )
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    payload = json.load(response)
-                nodes = (payload.get("data") or {}).get("assetNodes") or []
-                asset_keys = {"/".join(node["assetKey"]["path"]) for node in nodes}
-                if asset_keys:
-                    break
-            except OSError:
-                pass
-            time.sleep(1)
-        expected = {key.to_user_string() for key in _definitions().resolve_asset_graph().get_all_asset_keys()}
-        assert asset_keys == expected
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with running_webserver() as base_url:
+        listed = asset_keys(base_url)
+    expected = {key.to_user_string() for key in _definitions().resolve_asset_graph().get_all_asset_keys()}
+    assert listed == expected
 
 
 def test_a_newly_ingested_shard_is_embedded_automatically(aion_home) -> None:
