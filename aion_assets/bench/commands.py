@@ -154,6 +154,41 @@ def search(repeats: int, as_json: bool) -> None:
 
 
 @bench.command()
+@click.option("--n", "n", default=100_000, show_default=True, type=click.IntRange(1_000),
+              help="Vectors in the index ('max': the largest this machine's memory holds).")
+@click.option("--dim", default=256, show_default=True, type=click.IntRange(8, 4096))
+@click.option("--vectors", default="structured,isotropic", show_default=True,
+              help="Vector kinds, comma-separated: structured (like real embeddings) and/or isotropic.")
+@click.option("--kinds", default="flat,ivfpq,hnsw", show_default=True, help="Index kinds, comma-separated.")
+@click.option("--queries", default=200, show_default=True, type=click.IntRange(10))
+@click.option("--pq-bytes", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True)
+def index(n: int, dim: int, vectors: str, kinds: str, queries: int, pq_bytes: int, as_json: bool) -> None:
+    """Build seconds, bytes per vector, recall@100 against exact search, queries/s and p50/p99 latency of the
+    exact scan, IVF-PQ (trained once, added per partition, merged on disk, re-ranked exactly) and HNSW."""
+    from aion_assets.search.index_bench import bench_index
+
+    rows = bench_index(n, dim, vector_kinds=_names(vectors), kinds=_names(kinds), n_queries=queries,
+                       pq_bytes=pq_bytes)
+    if as_json:
+        click.echo(json.dumps(rows))
+    _, warehouse = _stack()
+    for row in rows:
+        label = f"{row['vectors']}.{row['kind']}.{row['setting'].replace(' ', '_')}.n{row['n']}.d{row['d']}"
+        for metric, unit in (("build_s", "s"), ("bytes_per_vector", "bytes"), ("recall_at_k", "recall@100"),
+                             ("queries_per_s", "queries/s"), ("p50_ms", "ms"), ("p99_ms", "ms")):
+            warehouse.record_bench("index", f"{label}.{metric}", row[metric], unit)
+        if not as_json:
+            click.echo(f"{row['vectors']:<10} {row['kind']:<6} {row['setting']:<32} build {row['build_s']:8.1f} s  "
+                       f"{row['bytes_per_vector']:6.0f} B/vec  recall@100 {row['recall_at_k']:.3f}  "
+                       f"{row['queries_per_s']:8.1f} q/s  p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms")
+
+
+def _names(listed: str) -> list[str]:
+    return [name.strip() for name in listed.split(",") if name.strip()]
+
+
+@bench.command()
 @click.option("--requests", "max_requests", default=400, show_default=True, type=click.IntRange(1),
               help="At most this many requests per level.")
 @click.option("--seconds", "max_seconds", default=20.0, show_default=True, help="At most this long per level.")
