@@ -17,7 +17,7 @@ from aion_assets.app.params import Param, check_object_id, object_id_param
 from aion_assets.app.served import ServedModels
 from aion_assets.platform.warehouse import Warehouse
 from aion_assets.search.search_log import BufferedSearchLog, SearchRecord
-from aion_assets.search.service import check_release, ranked
+from aion_assets.search.service import check_release
 
 MODELS_REFRESH_S = 10.0
 
@@ -100,10 +100,11 @@ class SearchApi:
         started = time.perf_counter()
         version, service = self.served.service(model_version)  # held to the end: one version per request
         check_release(service.search_index, release, service.served_releases)
-        depth = max(k, candidates or k) if rerank else k
-        results = ranked(service.search_index, service.encode_query(q), depth, release, service.served_releases)
+        results = service.search(q, k=max(k, candidates or k) if rerank else k, release=release)
         if rerank:
-            results = self._reranked(service, q, results).head(k)
+            from aion_assets.search.reranking import reranked_results
+
+            results = reranked_results(service.lake, service.warehouse, q, results).head(k)
         latency_ms = (time.perf_counter() - started) * 1000.0
         self._log("text", q, k, release, version, latency_ms, results.height)
         return {"query": q, "k": k, "release": release, "model_version": version, "reranked": rerank,
@@ -113,8 +114,8 @@ class SearchApi:
         check_object_id(object_id)
         started = time.perf_counter()
         _, service = self.served.service()  # the image-similarity index is the same for every version
+        _, found_release = service.similarity_row(object_id, release)
         results = service.similar(object_id, k=k, release=release)
-        found_release = release or self._release_of(service, object_id)
         self._log("similar", object_id, k, release, None, (time.perf_counter() - started) * 1000.0, results.height)
         return {"object_id": object_id, "release": found_release, "k": k, "results": _with_cutout_urls(results)}
 
@@ -155,25 +156,12 @@ class SearchApi:
     def _cached_versions(self) -> list[dict[str, Any]]:
         """MLflow's and the lake's view of the versions, read at most every ``MODELS_REFRESH_S``; the latest
         flag always follows the pointer now (the page learns of a new version within the poll)."""
+        latest = self.served.latest_version()
         with self._versions_lock:
-            if self._versions is None or time.monotonic() - self._versions_read_at > MODELS_REFRESH_S \
-                    or not any(v["version"] == self.served.latest_version() for v in self._versions):
+            stale = self._versions is None or time.monotonic() - self._versions_read_at > MODELS_REFRESH_S
+            if stale or not any(v["version"] == latest for v in self._versions):
                 self._versions, self._versions_read_at = self._list_versions(), time.monotonic()
-            latest = self.served.latest_version()
             return [{**v, "latest": v["version"] == latest} for v in self._versions]
-
-    def _release_of(self, service, object_id: str) -> str | None:
-        ids = service.similarity_index.ids.filter(pl.col("object_id") == object_id)
-        return ids["release"][0] if ids.height else None
-
-    def _reranked(self, service, query: str, results: pl.DataFrame) -> pl.DataFrame:
-        from aion_assets.search.reranking import rerank_results
-
-        rows = rerank_results(service.lake, service.warehouse, query, results)
-        return pl.DataFrame([{"rank": r.rank_after, "object_id": r.object_id, "release": r.release,
-                              "score": float(r.score) if r.score is not None else 0.0} for r in rows],
-                            schema={"rank": pl.Int64, "object_id": pl.String, "release": pl.String,
-                                    "score": pl.Float64}).sort("rank")
 
     def _log(self, kind: str, query: str, k: int, release: str | None, version: int | None, latency_ms: float,
              n_results: int) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -23,7 +23,7 @@ QUERIES = ("a ring galaxy", "an edge-on disk galaxy", "a merger with tidal tails
            "a galaxy with a dust lane", "two galaxies close together", "a face-on spiral with loose arms")
 
 
-def _texts(workload: str, prefix: str) -> itertools.cycle | Any:
+def _texts(workload: str, prefix: str) -> Iterator[str]:
     if workload == "repeated":
         return itertools.cycle(QUERIES)
     return (f"{QUERIES[i % len(QUERIES)]} ({prefix} {i})" for i in itertools.count())

@@ -55,7 +55,7 @@ class Param:
             raise BadRequest(f"{self.name} must not be empty")
         if self.max_length is not None and len(raw) > self.max_length:
             raise BadRequest(f"{self.name} is {len(raw)} characters long; the limit is {self.max_length}")
-        return raw.strip() if self.required else (raw or None)
+        return raw.strip() if self.required else raw
 
     def _check_range(self, value: float) -> None:
         low_fails = self.minimum is not None and (value <= self.minimum if self.exclusive_minimum

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import subprocess
@@ -59,7 +58,7 @@ def _wait_until_up(child: subprocess.Popen, base_url: str, timeout_s: float, log
 
 def _stop(child: subprocess.Popen) -> None:
     if child.poll() is None:
-        child.send_signal(signal.SIGTERM if os.name == "posix" else signal.CTRL_BREAK_EVENT)
+        child.send_signal(signal.SIGTERM)
         try:
             child.wait(timeout=30)
         except subprocess.TimeoutExpired:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 from starlette.applications import Starlette
@@ -10,7 +9,7 @@ from starlette.applications import Starlette
 from aion_assets.app.api import SearchApi
 from aion_assets.app.served import ServedModels
 from aion_assets.app.server import build_app
-from aion_assets.search.search_log import BufferedSearchLog, ensure_search_log_view
+from aion_assets.search.search_log import BufferedSearchLog
 from aion_assets.search.service import SearchService
 
 # A request may wait this long for a run's write to the warehouse to finish, then it is answered 503.
@@ -42,10 +41,6 @@ def app_from_environment(log_flush_s: float = 2.0, log_source: str = "app") -> S
         return SearchService(warehouse, settings.text_encoder, image_id, version, text_encoder=text_encoder)
 
     served = ServedModels(warehouse.lake, make_service)
-    try:  # once, before serving: adopts an older native search_log table
-        ensure_search_log_view(warehouse)
-    except Exception as error:  # noqa: BLE001 - a busy warehouse delays the view, not the server
-        logging.getLogger("aion.app").warning("search_log view not created yet: %s", error)
     search_log = BufferedSearchLog(warehouse, flush_every_s=log_flush_s)
     api = SearchApi(warehouse, served, search_log, rerank_available=has_api_key,
                     list_versions=lambda: [v.as_dict() for v in list_versions(

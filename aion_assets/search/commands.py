@@ -87,7 +87,9 @@ def search(text: str, release: str | None, k: int, as_json: bool, gallery: str |
         _fail(error)
     service.log("text", text, k, release, results.height, seconds)
     if rerank:
-        results = _reranked(service, text, results, samples).head(k)
+        from aion_assets.search.reranking import reranked_results
+
+        results = reranked_results(service.lake, service.warehouse, text, results, samples).head(k)
     _emit(results, as_json, gallery, f"search: {text}", service)
 
 
@@ -108,19 +110,6 @@ def similar(object_id: str, release: str | None, k: int, as_json: bool, gallery:
         _fail(error)
     service.log("similar", object_id, k, release, results.height, seconds)
     _emit(results, as_json, gallery, f"similar to {object_id}", service)
-
-
-def _reranked(service, text: str, results, samples: int):
-    """VLM scores (1-10, averaged over samples) re-order the candidates; the run lands in rerank_results."""
-    import polars as pl
-
-    from aion_assets.search.reranking import rerank_results
-
-    rows = rerank_results(service.lake, service.warehouse, text, results, samples=samples)
-    return pl.DataFrame(
-        [{"rank": row.rank_after, "object_id": row.object_id, "release": row.release,
-          "score": float(row.score) if row.score is not None else 0.0} for row in rows]
-    ).sort("rank")
 
 
 def _stack():

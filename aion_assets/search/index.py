@@ -16,6 +16,7 @@ index type has a GPU implementation (flat and IVF do; HNSW stays on the CPU).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -89,6 +90,11 @@ class VectorIndex:
     gpu_index: faiss.Index | None = None
     _nbytes: int | None = field(default=None, repr=False)
     _release_masks: dict[frozenset[str], np.ndarray] = field(default_factory=dict, repr=False)
+
+    @functools.cached_property
+    def releases(self) -> frozenset[str]:
+        """The releases the index holds (read once: a request's release check must not scan the ids)."""
+        return frozenset(self.ids["release"].unique().to_list())
 
     def rows_in_releases(self, releases: frozenset[str]) -> np.ndarray:
         """Boolean mask over the index's rows: those of ``releases``. Computed once per set (a server asks the
@@ -210,12 +216,12 @@ def default_pq_bytes(d: int) -> int:
     return max(m for m in range(1, target + 1) if d % m == 0)
 
 
-def _exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     # faiss.knn scans the matrix in place: no copy of the database into a temporary flat index
     return faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)[1]
 
 
-def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+def recall_against_exact(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean recall@k of approximate results against the exact neighbours, each exact neighbour being one
     relevant object of its query."""
     k = truth.shape[1]
@@ -230,7 +236,7 @@ def _tune(index: faiss.Index, kind: str, params: dict[str, Any], vectors: np.nda
     rows = rng.choice(len(vectors), size=min(n_queries, len(vectors)), replace=False)
     queries = vectors[rows]
     k = min(k, len(vectors))
-    truth = _exact_neighbours(vectors, queries, k)
+    truth = exact_neighbours(vectors, queries, k)
     if kind == "hnsw":
         # faiss searches with max(efSearch, k): start at >= k so that smaller k at query time is as good
         ladder = [{"ef_search": ef} for ef in (32, 64, 128, 256, 512, 1024, 2048) if ef >= min(k, 1024)]
@@ -242,7 +248,7 @@ def _tune(index: faiss.Index, kind: str, params: dict[str, Any], vectors: np.nda
     for setting in ladder:
         chosen = {**params, **setting}
         _apply_search_params(index, kind, chosen)
-        recall = _recall(index.search(queries, k)[1], truth)
+        recall = recall_against_exact(index.search(queries, k)[1], truth)
         chosen["tuned_recall"] = recall
         if recall >= target_recall:
             break
@@ -345,5 +351,5 @@ def index_recall_at_k(index: VectorIndex, vectors: np.ndarray, sample_queries: i
         rows = np.asarray(sample_queries, dtype=np.int64)
     k = min(k, len(matrix))
     queries = matrix[rows]
-    return _recall(index.search(queries, k)[1], _exact_neighbours(matrix, queries, k))
+    return recall_against_exact(index.search(queries, k)[1], exact_neighbours(matrix, queries, k))
 

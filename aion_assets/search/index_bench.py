@@ -23,7 +23,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from aion_assets.search.index import default_nlist
+from aion_assets.search.index import default_nlist, exact_neighbours, recall_against_exact
 from aion_assets.search.sharded_index import ReRankedIndex, add_partition, load_merged, merge_shards, train_ivfpq
 
 IVFPQ_SETTINGS = ((16, 4), (32, 8), (64, 16))  # (nprobe, k_factor), cheapest first
@@ -68,10 +68,6 @@ def _timed_queries(search, queries: np.ndarray, k: int) -> tuple[np.ndarray, dic
                               "p99_ms": float(np.percentile(ms, 99))}
 
 
-def _recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f[f >= 0]) & set(t)) / len(t) for f, t in zip(found, truth)]))
-
-
 def _build_ivfpq(vectors: np.ndarray, pq_bytes: int, scratch: Path, seed: int,
                  opq_iterations: int) -> tuple[faiss.Index, float]:
     n, _ = vectors.shape
@@ -100,7 +96,7 @@ def bench_kind(kind: str, vectors: np.ndarray, vectors_path: Path, queries: np.n
         build = time.perf_counter() - started
         found, timing = _timed_queries(flat.search, queries, k)
         return [{"kind": "flat", "setting": "exact", "build_s": build, "bytes_per_vector": 4.0 * d,
-                 "recall_at_k": _recall(found, truth), **timing}]
+                 "recall_at_k": recall_against_exact(found, truth), **timing}]
     if kind == "hnsw":
         started = time.perf_counter()
         hnsw = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
@@ -112,7 +108,7 @@ def bench_kind(kind: str, vectors: np.ndarray, vectors_path: Path, queries: np.n
             hnsw.hnsw.efSearch = ef
             found, timing = _timed_queries(hnsw.search, queries, k)
             rows.append({"kind": "hnsw", "setting": f"M32 ef{ef}", "build_s": build,
-                         "bytes_per_vector": 4.0 * d + 2 * 32 * 4, "recall_at_k": _recall(found, truth), **timing})
+                         "bytes_per_vector": 4.0 * d + 2 * 32 * 4, "recall_at_k": recall_against_exact(found, truth), **timing})
         return rows
     if kind == "ivfpq":
         index, build = _build_ivfpq(vectors, pq_bytes, scratch, seed, opq_iterations)
@@ -123,7 +119,7 @@ def bench_kind(kind: str, vectors: np.ndarray, vectors_path: Path, queries: np.n
             found, timing = _timed_queries(reranked.search, queries, k)
             rows.append({"kind": "ivfpq", "setting": f"PQ{pq_bytes} nlist{faiss.extract_index_ivf(index).nlist} "
                          f"nprobe{nprobe} rerank{k_factor}x", "build_s": build,
-                         "bytes_per_vector": float(pq_bytes), "recall_at_k": _recall(found, truth), **timing})
+                         "bytes_per_vector": float(pq_bytes), "recall_at_k": recall_against_exact(found, truth), **timing})
         return rows
     raise ValueError(f"unknown index kind {kind!r}: flat, ivfpq or hnsw")
 
@@ -143,7 +139,7 @@ def bench_index(n: int, d: int, vector_kinds: Sequence[str] = ("structured", "is
             queries = make_vectors(vector_kind, n_queries, d, seed + 1)
             vectors_path = scratch / "vectors.npy"
             np.save(vectors_path, vectors)
-            truth = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)[1]
+            truth = exact_neighbours(vectors, queries, k)
             for kind in kinds:
                 if kind == "hnsw" and n > hnsw_max_n:
                     continue

@@ -23,3 +23,15 @@ def rerank_results(lake: Lake, warehouse: Warehouse, query: str, results: pl.Dat
     rows = rerank(query, candidates, samples=samples, log=log)
     save_rerank(warehouse, rows)
     return sorted(rows, key=lambda row: row.rank_after)
+
+
+def reranked_results(lake: Lake, warehouse: Warehouse, query: str, results: pl.DataFrame,
+                     samples: int = 1) -> pl.DataFrame:
+    """``results`` re-ordered by the VLM's scores (1-10, averaged over samples), in the search contract's
+    columns (rank, object_id, release, score); the run lands in rerank_results."""
+    rows = rerank_results(lake, warehouse, query, results, samples=samples)
+    return pl.DataFrame(
+        [{"rank": r.rank_after, "object_id": r.object_id, "release": r.release,
+          "score": float(r.score) if r.score is not None else 0.0} for r in rows],
+        schema={"rank": pl.Int64, "object_id": pl.String, "release": pl.String, "score": pl.Float64},
+    ).sort("rank")

@@ -96,6 +96,7 @@ class BufferedSearchLog:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopped = threading.Event()
+        self._make_view()  # before the first flush: adopts an older native search_log table
         self._thread = threading.Thread(target=self._run, name="search-log", daemon=True)
         self._thread.start()
 
@@ -124,11 +125,12 @@ class BufferedSearchLog:
             self._make_view()
 
     def _make_view(self) -> None:
-        """The view once there is a file; a busy warehouse is tried again at the next flush (the rows are
-        safe in their file meanwhile, never written twice)."""
+        """The view over the files (made at start, and at a flush until it succeeds): a busy warehouse is tried
+        again at the next flush (the rows are safe in their files meanwhile, never written twice). The view
+        needs files to read: until the first, the start's attempt drops any stale view and is retried."""
         try:
             ensure_search_log_view(self.warehouse)
-            self._view_ready = True
+            self._view_ready = bool(self.warehouse.lake.glob(f"tables/{SEARCH_LOG}/**/*.parquet"))
         except Exception as error:  # noqa: BLE001 - retried at the next flush
             self.last_error = f"search_log view not made yet: {type(error).__name__}: {error}"
 

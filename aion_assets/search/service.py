@@ -176,20 +176,25 @@ class SearchService:
 
     def similar(self, object_id: str, k: int = 10, release: str | None = None) -> pl.DataFrame:
         """The image-similarity baseline: nearest neighbours of the object's own base embedding."""
-        ids = self.similarity_index.ids
-        matches = ids.with_row_index("vector_row").filter(pl.col("object_id") == object_id)
+        row, own_release = self.similarity_row(object_id, release)
+        query = self.similarity_index.cpu_index.reconstruct(row)
+        found = ranked(self.similarity_index, query, k + 1, release, self.served_releases)
+        found = found.filter(~((pl.col("object_id") == object_id) & (pl.col("release") == own_release)))
+        return _numbered(found.head(k))
+
+    def similarity_row(self, object_id: str, release: str | None = None) -> tuple[int, str]:
+        """(row in the image-similarity index, release) of the object; its release is needed only when its id
+        is in several."""
+        matches = self.similarity_index.ids.with_row_index("vector_row").filter(pl.col("object_id") == object_id)
         if release is not None:
             matches = matches.filter(pl.col("release") == release)
         if matches.is_empty():
             raise UnknownObject(f"object {object_id!r} is not in the image-similarity index"
-                              + (f" for release {release!r}" if release else ""))
+                                + (f" for release {release!r}" if release else ""))
         if matches.height > 1:
             raise AmbiguousObject(f"object {object_id!r} is in several releases "
-                              f"({', '.join(matches['release'].to_list())}): pass --release")
-        query = self.similarity_index.cpu_index.reconstruct(int(matches["vector_row"][0]))
-        found = ranked(self.similarity_index, query, k + 1, release, self.served_releases)
-        found = found.filter(~((pl.col("object_id") == object_id) & (pl.col("release") == matches["release"][0])))
-        return _numbered(found.head(k))
+                                  f"({', '.join(matches['release'].to_list())}): pass --release")
+        return int(matches["vector_row"][0]), str(matches["release"][0])
 
     def log(self, kind: str, query: str, k: int, release: str | None, results: int, seconds: float) -> None:
         """One row in `search_log` (a new lake file); a search never fails because its log could not be written."""
@@ -208,7 +213,7 @@ def check_release(index: VectorIndex, release: str | None, served: set[str] | No
     """An unknown release filter is an error naming the known ones, not an empty result; so is a retired one."""
     if release is None:
         return
-    in_index = set(index.ids["release"].to_list())
+    in_index = index.releases
     known = sorted(in_index & served if served is not None else in_index)
     if release not in known:
         why = "was retired (its folder left the watched folder)" if release in in_index else "is not in the index"
@@ -224,10 +229,10 @@ def ranked(index: VectorIndex, query: np.ndarray, k: int, release: str | None = 
     release inside a large index is still answered exactly. The filter is a row mask, applied before any id is
     looked up.
     """
-    allowed = None
-    if release is not None or served_releases is not None:
-        wanted = set(served_releases) if served_releases is not None else {release}
-        allowed = index.rows_in_releases(frozenset(wanted & {release} if release is not None else wanted))
+    wanted = set(served_releases) if served_releases is not None else None
+    if release is not None:
+        wanted = {release} & wanted if wanted is not None else {release}
+    allowed = index.rows_in_releases(frozenset(wanted)) if wanted is not None else None
     fetch = k if allowed is None else max(4 * k, 64)
     while True:
         fetch = min(fetch, index.ntotal)
