@@ -234,7 +234,7 @@ def _print_demo_results() -> None:
         click.echo(f"\naion search {query!r} --k 5")
         for row in results.iter_rows(named=True):
             click.echo(f"  {row['rank']}  {row['score']:.3f}  {row['release']:<20} {row['object_id']}")
-    click.echo(f"\nwarehouse: {get_settings().warehouse_path}  (try: aion sql \"SELECT * FROM eval_leaderboard\")")
+    click.echo(f"\nwarehouse: {warehouse.location()}  (try: aion sql \"SELECT * FROM eval_leaderboard\")")
 
 
 @main.command()

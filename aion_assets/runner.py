@@ -50,10 +50,10 @@ class RunSummary:
 def stack_instance() -> dg.DagsterInstance:
     """The instance in the settings' DAGSTER_HOME (created on first use), whether or not DAGSTER_HOME is set in
     the environment: the same folder `aion ui` hands to `dagster dev`."""
-    dagster_home = get_settings().dagster_home
-    ensure_dagster_home(dagster_home)
-    instance = dg.DagsterInstance.from_config(str(dagster_home))
-    apply_pool_limits(instance)
+    settings = get_settings()
+    ensure_dagster_home(settings.dagster_home, settings.profile)
+    instance = dg.DagsterInstance.from_config(str(settings.dagster_home))
+    apply_pool_limits(instance, settings.profile)
     return instance
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -32,7 +34,8 @@ def running_webserver(timeout_s: float = 240) -> Iterator[str]:
     """Start the webserver on the settings' Dagster instance; yield its URL once the code location has loaded."""
     from aion_assets.platform.instance import ensure_dagster_home
 
-    ensure_dagster_home(get_settings().dagster_home)
+    settings = get_settings()
+    ensure_dagster_home(settings.dagster_home, settings.profile)
     port = free_port()
     server = subprocess.Popen(
         [str(BIN / "dagster-webserver"), "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1",
@@ -58,3 +61,28 @@ def running_webserver(timeout_s: float = 240) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@contextlib.contextmanager
+def running_daemon(log_path: Path) -> Iterator[subprocess.Popen]:
+    """`dagster-daemon run` on the settings' instance (its sensors, the automation sensor and the run queue),
+    in its own process group: stopping it also stops the code server and the runs it launched."""
+    settings = get_settings()
+    from aion_assets.platform.instance import ensure_dagster_home
+
+    ensure_dagster_home(settings.dagster_home, settings.profile)
+    with log_path.open("wb") as log:
+        daemon = subprocess.Popen(
+            [str(BIN / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")],
+            cwd=PROJECT_ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield daemon
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(daemon.pid, signal.SIGTERM)
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait()

@@ -29,7 +29,9 @@ from aion_assets.platform.settings import (
 
 PACKAGE = PROJECT_ROOT / "aion_assets"
 ENVIRONMENT_ACCESS = re.compile(r"os\.environ|getenv|environ\[")
-CLUSTER = {"AION_PROFILE": "cluster", "AION_LAKE_ROOT": "s3://bucket/aion", "AION_WAREHOUSE": "/data/warehouse.duckdb",
+CLUSTER = {"AION_PROFILE": "cluster", "AION_LAKE_ROOT": "s3://bucket/aion",
+           "AION_DUCKLAKE_CATALOG": "dbname=aion_lake host=pg.internal user=aion",
+           "AION_DAGSTER_POSTGRES_URL": "postgresql://dagster:pw@pg.internal:5432/dagster",
            "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
 FAKE_KEY = "sk-ant-test-0123456789-never-shown"
 
@@ -71,7 +73,8 @@ def test_releases_dir_default_and_empty_means_none(tmp_path: Path, sample_releas
     assert load_settings({"AION_RELEASES_DIR": str(tmp_path)}).releases_dir == tmp_path.resolve()
 
 
-@pytest.mark.parametrize("missing", ["AION_LAKE_ROOT", "AION_WAREHOUSE", "MLFLOW_TRACKING_URI"])
+@pytest.mark.parametrize("missing", ["AION_LAKE_ROOT", "AION_DUCKLAKE_CATALOG", "AION_DAGSTER_POSTGRES_URL",
+                                     "MLFLOW_TRACKING_URI"])
 def test_cluster_never_falls_back_to_a_local_default(missing: str) -> None:
     environ = {name: value for name, value in CLUSTER.items() if name != missing}
     with pytest.raises(SettingsError, match=missing) as caught:
@@ -84,6 +87,44 @@ def test_cluster_with_its_locations_set_loads() -> None:
     settings = load_settings(CLUSTER)
     assert settings.profile == "cluster" and settings.lake_root == "s3://bucket/aion"
     assert settings.mlflow_tracking_uri == "http://mlflow:5000"
+    assert settings.ducklake_catalog == CLUSTER["AION_DUCKLAKE_CATALOG"]
+    # steps go to Kubernetes pods unless the operator picks another executor (the one-machine test does)
+    assert settings.step_executor == "k8s"
+    assert load_settings({**CLUSTER, "AION_EXECUTOR": "multiprocess"}).step_executor == "multiprocess"
+    assert load_settings({}).step_executor == ""
+
+
+def test_object_store_settings_reach_fsspec_and_duckdb_and_the_secret_is_never_shown() -> None:
+    settings = load_settings({**CLUSTER, "AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_ACCESS_KEY_ID": "AKID",
+                              "AWS_SECRET_ACCESS_KEY": "s3cr'et"})
+    store = settings.object_store()
+    options = store.fsspec_options()
+    assert options["key"] == "AKID" and options["secret"] == "s3cr'et"
+    assert options["client_kwargs"]["endpoint_url"] == "http://127.0.0.1:9000"
+    secret_sql = store.duckdb_secret_sql()
+    assert "ENDPOINT '127.0.0.1:9000'" in secret_sql and "USE_SSL false" in secret_sql
+    assert "SECRET 's3cr''et'" in secret_sql  # quoted, not injected
+    assert "s3cr" not in repr(settings) and "s3cr" not in repr(store)
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**CLUSTER, "AWS_SECRET_ACCESS_KEY": "s3cr'et", "AION_EXECUTOR": "kubernetes"})
+    assert "AION_EXECUTOR" in str(caught.value) and "s3cr" not in str(caught.value)
+
+
+def test_cluster_definitions_run_steps_with_the_k8s_executor(aion_home: AionSettings,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagster_k8s import k8s_job_executor
+
+    from aion_assets.definitions import build_definitions
+
+    for name, value in {**CLUSTER, "AWS_SECRET_ACCESS_KEY": "never-in-the-ui"}.items():
+        monkeypatch.setenv(name, value)
+    defs = build_definitions()
+    assert defs.executor is k8s_job_executor
+    lake = defs.resources["lake"]
+    # a secret is handed to the resource as the variable's name, so the UI shows the name, never the value
+    assert isinstance(lake.s3_secret_access_key, dg.EnvVar) and "never-in-the-ui" not in repr(lake)
+    monkeypatch.setenv("AION_EXECUTOR", "multiprocess")
+    assert build_definitions().executor is dg.multiprocess_executor
 
 
 # -- validation ----------------------------------------------------------------------------------------------------

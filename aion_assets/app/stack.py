@@ -21,16 +21,15 @@ def app_from_environment(log_flush_s: float = 2.0, log_source: str = "app") -> S
     from aion_assets.encoders.batching import BatchingTextEncoder
     from aion_assets.encoders.image import canonical_image_encoder
     from aion_assets.encoders.text import load_query_text_encoder
-    from aion_assets.platform.lake import Lake
     from aion_assets.platform.layout import encoder_artifact_id
     from aion_assets.platform.settings import get_settings
-    from aion_assets.platform.warehouse import Warehouse
+    from aion_assets.platform.warehouse import stack_warehouse
     from aion_assets.search.versions import list_versions
     from aion_assets.vlm.client import has_api_key
 
     _one_thread_per_request()
     settings = get_settings()
-    warehouse = Warehouse(settings.warehouse_path, Lake(settings.lake_root), lock_timeout_s=WAREHOUSE_WAIT_S)
+    warehouse = stack_warehouse(settings, lock_timeout_s=WAREHOUSE_WAIT_S)
     image_id = encoder_artifact_id(canonical_image_encoder(settings.image_encoder), settings.image_precision)
 
     # One text model for every version; concurrent requests share its passes, one pass at a time per core.

@@ -20,6 +20,7 @@ from aion_assets.cutouts.retirement import RetiredRelease, releases_in_lake, ret
 from aion_assets.platform.layout import ShardKey
 from aion_assets.platform.partitions import release_shards
 from aion_assets.platform.resources import LakeResource, ReleasesResource, WarehouseResource
+from aion_assets.platform.settings import DEFAULT_SENSOR_INTERVAL_S
 from aion_assets.platform.warehouse import Warehouse
 
 ingest_job = dg.define_asset_job(
@@ -155,16 +156,7 @@ def _report_skipped(plan: ReleasePlan, log, warehouse: Warehouse | None, already
     return broken
 
 
-@dg.sensor(
-    name="release_sensor",
-    job=ingest_job,
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Finds new or changed release folders, adds their shard partitions and requests their runs; "
-                "a broken release is skipped with its reason (here and in the quarantine table); a release whose "
-                "folder vanished is retired (partitions removed, lake files kept under lake/retired/).",
-)
-def release_sensor(
+def _release_sensor_tick(
     context: dg.SensorEvaluationContext, releases: ReleasesResource, warehouse: WarehouseResource,
     lake: LakeResource,
 ) -> dg.SensorResult:
@@ -201,6 +193,22 @@ def release_sensor(
                      f"{len(registration.added)} new partition(s)")
     # The partitions are in the instance already (the registration wrote them), so no partition requests here.
     return dg.SensorResult(run_requests=runs, cursor=cursor)
+
+
+def build_release_sensor(interval_s: int) -> dg.SensorDefinition:
+    """The release sensor, ticking every ``interval_s`` seconds (AION_SENSOR_INTERVAL_S)."""
+    return dg.sensor(
+        name="release_sensor",
+        job=ingest_job,
+        minimum_interval_seconds=interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Finds new or changed release folders, adds their shard partitions and requests their runs; "
+                    "a broken release is skipped with its reason (here and in the quarantine table); a release "
+                    "whose folder vanished is retired (partitions removed, lake files kept under lake/retired/).",
+    )(_release_sensor_tick)
+
+
+release_sensor = build_release_sensor(DEFAULT_SENSOR_INTERVAL_S)
 
 
 @dg.schedule(

@@ -12,6 +12,7 @@ from aion_assets.encoders.resources import (
     image_encoder_version,
     text_encoder_version,
 )
+from aion_assets.platform.k8s import GPU_OP_TAGS, GPU_POOL
 from aion_assets.platform.layout import (
     CURRENT_DESCRIPTIONS,
     array_fingerprint,
@@ -35,7 +36,7 @@ def build_embedding_assets() -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=release_shards,
         group_name="embeddings",
-        pool="gpu",
+        pool=GPU_POOL, op_tags=GPU_OP_TAGS,
         deps=["raw_cutouts"],
         code_version=image_version,
         kinds={"pytorch"},

@@ -1,4 +1,4 @@
-"""The lake: Parquet tables and array files under one root, a local folder or an fsspec URL.
+"""The lake: Parquet tables and array files under one root, a local folder or an fsspec URL (``s3://...``).
 
 Writes are atomic (written beside the target, then moved into place) so a failed run leaves the previous
 version intact and readers never see half a file.
@@ -20,9 +20,45 @@ if TYPE_CHECKING:  # imported where used: opening the lake for a query needs non
     import polars as pl
 
 
+@dataclass(frozen=True)
+class ObjectStore:
+    """How to reach an ``s3://`` lake: endpoint (empty: AWS itself), credentials (None: the SDK's own chain)."""
+
+    endpoint_url: str = ""
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    region: str = "us-east-1"
+
+    def fsspec_options(self) -> dict[str, Any]:
+        """s3fs's storage options."""
+        options: dict[str, Any] = {"client_kwargs": {"region_name": self.region}}
+        if self.endpoint_url:
+            options["client_kwargs"]["endpoint_url"] = self.endpoint_url
+        if self.access_key_id:
+            options["key"], options["secret"] = self.access_key_id, self.secret_access_key
+        return options
+
+    def duckdb_secret_sql(self) -> str:
+        """A DuckDB ``CREATE SECRET`` for the httpfs extension, so views over ``s3://`` Parquet read this store."""
+        def quoted(value: str) -> str:
+            return "'" + value.replace("'", "''") + "'"
+
+        parts = ["TYPE s3", f"REGION {quoted(self.region)}"]
+        if self.access_key_id:
+            parts += [f"KEY_ID {quoted(self.access_key_id)}", f"SECRET {quoted(self.secret_access_key or '')}"]
+        else:
+            parts.append("PROVIDER config")
+        if self.endpoint_url:
+            scheme, _, host = self.endpoint_url.partition("://")
+            parts += [f"ENDPOINT {quoted(host.rstrip('/'))}", "URL_STYLE 'path'",
+                      f"USE_SSL {'true' if scheme == 'https' else 'false'}"]
+        return f"CREATE OR REPLACE SECRET aion_lake ({', '.join(parts)})"
+
+
 @dataclass
 class Lake:
     root: str
+    store: ObjectStore = field(default_factory=ObjectStore)
     _fs: Any = field(default=None, init=False, repr=False)
     _base: str | None = field(default=None, init=False, repr=False)
 
@@ -38,7 +74,8 @@ class Lake:
         if self._fs is None:
             import fsspec
 
-            self._fs, base = fsspec.core.url_to_fs(self.root)
+            options = self.store.fsspec_options() if self.root.startswith(("s3://", "s3a://")) else {}
+            self._fs, base = fsspec.core.url_to_fs(self.root, **options)
             if self._base is None:
                 self._base = base.rstrip("/")
         return self._fs
@@ -81,6 +118,12 @@ class Lake:
 
     def _atomic_write(self, data: bytes, *parts: str) -> str:
         target = self.path(*parts)
+        if not self.is_local:
+            # An object store's PUT is atomic already (readers see the old object or the new), and its "move" is
+            # a copy and a delete: write in place.
+            with self.fs.open(target, "wb") as handle:
+                handle.write(data)
+            return target
         self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
         staging = f"{target}.tmp-{uuid.uuid4().hex}"
         with self.fs.open(staging, "wb") as handle:

@@ -23,6 +23,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
 
+from aion_assets.platform.lake import ObjectStore
+
 # Repository root: aion_assets/platform/settings.py -> parents[2]
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -40,6 +42,9 @@ MAX_SHARD_SIZE = 100_000
 # four) and 128 MiB (16 Mpx of float64) leave room for any real one and stop a decompression bomb early.
 DEFAULT_MAX_CUTOUT_PIXELS = 4096 * 4096
 DEFAULT_MAX_CUTOUT_BYTES = 128 * 1024 * 1024
+# Seconds between ticks of the release sensor and of the automation sensor: a new release is ingested, then
+# embedded and indexed, a tick or two after it lands.
+DEFAULT_SENSOR_INTERVAL_S = 60
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PROFILE_VARIABLE = "AION_PROFILE"
 
@@ -80,8 +85,25 @@ SETTINGS: tuple[Setting, ...] = (
             "lake: Parquet tables, NPY arrays, checkpoints, FAISS indexes (a folder or an fsspec URL such as "
             "`s3://bucket/aion`)", lambda home: str(home / "lake"), required_on_cluster=True),
     Setting("warehouse_path", "AION_WAREHOUSE", "`AION_HOME/warehouse.duckdb`",
-            "warehouse: the DuckDB file users query", lambda home: str(home / "warehouse.duckdb"),
-            required_on_cluster=True),
+            "warehouse: the DuckDB file users query (unless `AION_DUCKLAKE_CATALOG` is set)",
+            lambda home: str(home / "warehouse.duckdb")),
+    Setting("ducklake_catalog", "AION_DUCKLAKE_CATALOG", "none (the DuckDB file)",
+            "warehouse as DuckLake: the PostgreSQL connection of its catalog (libpq form: `dbname=aion "
+            "host=... user=...`), its data files in the lake under `warehouse/`; many writers at once",
+            lambda home: None, required_on_cluster=True),
+    Setting("dagster_postgres_url", "AION_DAGSTER_POSTGRES_URL", "none (sqlite under `DAGSTER_HOME`)",
+            "PostgreSQL URL of Dagster's run, event and schedule storage (`dagster-postgres`)",
+            lambda home: None, required_on_cluster=True),
+    Setting("executor", "AION_EXECUTOR", "empty (automatic)",
+            "how a run's steps run: `k8s` (one pod per step, `k8s_job_executor`), `multiprocess` or `in_process`; "
+            "empty: `k8s` on the cluster profile, Dagster's default elsewhere", lambda home: ""),
+    Setting("s3_endpoint_url", "AWS_ENDPOINT_URL", "empty (AWS)",
+            "object store endpoint of an `s3://` lake (MinIO, Ceph, a test server)", lambda home: ""),
+    Setting("s3_access_key_id", "AWS_ACCESS_KEY_ID", "none (the SDK's credential chain)",
+            "object store key id", lambda home: None),
+    Setting("s3_secret_access_key", "AWS_SECRET_ACCESS_KEY", "none (the SDK's credential chain)",
+            "object store secret (never logged, stored or shown)", lambda home: None),
+    Setting("s3_region", "AWS_REGION", "`us-east-1`", "object store region", lambda home: "us-east-1"),
     Setting("mlflow_tracking_uri", "MLFLOW_TRACKING_URI", "`sqlite:///AION_HOME/mlflow.db`",
             "MLflow tracking store", lambda home: f"sqlite:///{home / 'mlflow.db'}", required_on_cluster=True),
     Setting("mlflow_artifact_root", "AION_MLFLOW_ARTIFACTS", "`AION_HOME/mlartifacts`",
@@ -121,12 +143,17 @@ SETTINGS: tuple[Setting, ...] = (
             "Anthropic API endpoint (a proxy, or the tests' local server)", lambda home: ""),
     Setting("sql_dir", "AION_SQL_DIR", "the SQL models shipped in the package",
             "folder of SELECT-only `.sql` models", lambda home: None),
+    Setting("sensor_interval_s", "AION_SENSOR_INTERVAL_S", f"`{DEFAULT_SENSOR_INTERVAL_S}`",
+            "seconds between ticks of the release sensor and of the automation sensor (when the daemon runs)",
+            lambda home: str(DEFAULT_SENSOR_INTERVAL_S)),
     Setting("log_level", "AION_LOG_LEVEL", "`INFO`", "log level of CLI runs", lambda home: "INFO"),
     Setting("cutout_service_url", "AION_CUTOUT_SERVICE_URL", f"`{DEFAULT_CUTOUT_SERVICE_URL}`",
             "cutout endpoint of `aion releases from-coords`", lambda home: DEFAULT_CUTOUT_SERVICE_URL),
 )
 SETTING_BY_FIELD: dict[str, Setting] = {setting.field: setting for setting in SETTINGS}
 SETTING_BY_VARIABLE: dict[str, Setting] = {setting.variable: setting for setting in SETTINGS}
+# Never shown: not in an error message, a resource field or the UI.
+SECRET_FIELDS = frozenset({"anthropic_api_key", "s3_secret_access_key", "dagster_postgres_url"})
 KNOWN_VARIABLES: tuple[str, ...] = tuple(setting.variable for setting in SETTINGS)
 DEFAULT_AION_HOME = PROJECT_ROOT / ".aion"
 
@@ -145,6 +172,13 @@ class AionSettings(BaseModel):
     dagster_home: Path
     lake_root: str  # a local path or an fsspec URL (s3://..., gs://...)
     warehouse_path: Path
+    ducklake_catalog: str | None
+    dagster_postgres_url: SecretStr | None  # may carry a password
+    executor: Literal["", "k8s", "multiprocess", "in_process"]
+    s3_endpoint_url: str
+    s3_access_key_id: str | None
+    s3_secret_access_key: SecretStr | None
+    s3_region: str
     mlflow_tracking_uri: str
     mlflow_artifact_root: str
     releases_dir: Path | None
@@ -161,6 +195,7 @@ class AionSettings(BaseModel):
     anthropic_api_key: SecretStr | None
     anthropic_base_url: str
     sql_dir: Path | None
+    sensor_interval_s: int
     log_level: str
     cutout_service_url: str
     explicit: frozenset[str]
@@ -171,7 +206,7 @@ class AionSettings(BaseModel):
     def _absolute(cls, path: Path | None) -> Path | None:
         return _resolved(path)
 
-    @field_validator("profile", "describer", "image_precision", mode="before")
+    @field_validator("profile", "describer", "image_precision", "executor", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
@@ -183,7 +218,7 @@ class AionSettings(BaseModel):
             raise ValueError(f"must be between 1 and {MAX_SHARD_SIZE}")
         return size
 
-    @field_validator("max_cutout_pixels", "max_cutout_bytes")
+    @field_validator("max_cutout_pixels", "max_cutout_bytes", "sensor_interval_s")
     @classmethod
     def _budget_positive(cls, budget: int) -> int:
         if budget <= 0:
@@ -205,6 +240,17 @@ class AionSettings(BaseModel):
         if isinstance(value, str) and not value.strip():
             raise ValueError("must not be empty")
         return value.strip() if isinstance(value, str) else value
+
+    def object_store(self) -> ObjectStore:
+        """How the lake's ``s3://`` root is reached (endpoint, credentials, region)."""
+        secret = self.s3_secret_access_key.get_secret_value() if self.s3_secret_access_key else None
+        return ObjectStore(endpoint_url=self.s3_endpoint_url, access_key_id=self.s3_access_key_id,
+                           secret_access_key=secret, region=self.s3_region)
+
+    @property
+    def step_executor(self) -> str:
+        """The executor runs use: the one set, else `k8s` on the cluster profile and "" (Dagster's) elsewhere."""
+        return self.executor or ("k8s" if self.profile == "cluster" else "")
 
     def variable_set(self, field: str) -> bool:
         """Whether the user set this field's variable (rather than it taking its default)."""
@@ -243,7 +289,7 @@ def _error_message(error: ValidationError, values: Mapping[str, str | None]) -> 
         if setting is None:
             problems.append(detail["msg"])
             continue
-        shown = "(set)" if field == "anthropic_api_key" else repr(values.get(field))
+        shown = "(set)" if field in SECRET_FIELDS else repr(values.get(field))
         problems.append(f"{setting.variable}={shown}: {detail['msg']}")
     return "invalid settings: " + "; ".join(problems)
 

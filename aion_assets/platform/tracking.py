@@ -1,4 +1,5 @@
-"""MLflow tracking on the embedded stack: a sqlite backend and local artifacts, both under AION_HOME."""
+"""MLflow tracking: a sqlite backend and local artifacts under AION_HOME (embedded), or a tracking server with
+its PostgreSQL backend and artifacts in the object store (cluster)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,24 @@ def use_experiment(tracking_uri: str, artifact_root: str, name: str) -> str:
     mlflow.set_tracking_uri(tracking_uri)
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
-        location = artifact_root if "://" in artifact_root else Path(artifact_root).resolve().as_uri()
-        experiment_id = mlflow.create_experiment(name, artifact_location=f"{location.rstrip('/')}/{name}")
+        experiment_id = mlflow.create_experiment(name, artifact_location=_artifact_location(tracking_uri,
+                                                                                           artifact_root, name))
     else:
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def _artifact_location(tracking_uri: str, artifact_root: str, name: str) -> str | None:
+    """Where the experiment's artifacts go. A tracking server (the cluster's) keeps them in its own store
+    (``--artifacts-destination``, proxied as ``mlflow-artifacts:``) unless the root is itself a URL: a local
+    folder there would be one client's disk, unreadable from every other pod."""
+    remote_server = tracking_uri.startswith(("http://", "https://"))
+    if "://" in artifact_root:
+        return f"{artifact_root.rstrip('/')}/{name}"
+    if remote_server:
+        return None
+    return f"{Path(artifact_root).resolve().as_uri().rstrip('/')}/{name}"
 
 
 def register_version(name: str, description: str, run, artifact_path: str, tags: dict[str, str]) -> int:

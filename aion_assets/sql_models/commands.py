@@ -53,9 +53,8 @@ def sql(query: str, as_json: bool, max_rows: int, wait_s: float) -> None:
     """Run a read-only QUERY (SELECT, DESCRIBE, SHOW) against the warehouse."""
     import duckdb
 
-    from aion_assets.platform.lake import Lake
     from aion_assets.platform.settings import get_settings
-    from aion_assets.platform.warehouse import Warehouse
+    from aion_assets.platform.warehouse import stack_warehouse
     from aion_assets.sql_models.models import SqlModelError, check_read_only_query
 
     try:
@@ -63,7 +62,7 @@ def sql(query: str, as_json: bool, max_rows: int, wait_s: float) -> None:
     except SqlModelError as error:
         raise click.UsageError(str(error)) from error
     settings = get_settings()
-    warehouse = Warehouse(settings.warehouse_path, Lake(settings.lake_root), lock_timeout_s=wait_s)
+    warehouse = stack_warehouse(settings, lock_timeout_s=wait_s)
     try:
         columns, rows = warehouse.query_rows(query)
     except duckdb.Error as error:

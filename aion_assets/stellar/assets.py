@@ -13,6 +13,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from aion_assets.platform.k8s import GPU_OP_TAGS, GPU_POOL
 from aion_assets.platform.layout import stellar_samples_path, version_id
 from aion_assets.platform.markdown import markdown_table
 from aion_assets.platform.plots import png_markdown
@@ -89,7 +90,8 @@ def _emulator_config(config: StellarEmulatorConfig):
     return dataclasses.replace(preset.with_names(NAMES), **overrides)
 
 
-@dg.asset(group_name=GROUP, deps=[stellar_catalog], code_version=EMULATOR_CODE_VERSION, pool="gpu",
+@dg.asset(group_name=GROUP, deps=[stellar_catalog], code_version=EMULATOR_CODE_VERSION, pool=GPU_POOL,
+          op_tags=GPU_OP_TAGS,
           kinds={"pytorch", "mlflow"})
 def stellar_emulator(context: dg.AssetExecutionContext, config: StellarEmulatorConfig, lake: LakeResource,
                      warehouse: WarehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
@@ -187,7 +189,8 @@ def _test_tables(measurements: pl.DataFrame, config: StellarPosteriorsConfig):
             yield task, variant, inputs, subsample(table, limit, config.seed)
 
 
-@dg.asset(group_name=GROUP, deps=[stellar_emulator], code_version=POSTERIORS_CODE_VERSION, pool="gpu",
+@dg.asset(group_name=GROUP, deps=[stellar_emulator], code_version=POSTERIORS_CODE_VERSION, pool=GPU_POOL,
+          op_tags=GPU_OP_TAGS,
           kinds={"pytorch", "duckdb"})
 def stellar_posteriors(context: dg.AssetExecutionContext, config: StellarPosteriorsConfig, lake: LakeResource,
                        warehouse: WarehouseResource) -> dg.MaterializeResult:

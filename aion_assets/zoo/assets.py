@@ -17,6 +17,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from aion_assets.platform.k8s import GPU_OP_TAGS, GPU_POOL
 from aion_assets.platform.layout import (
     ZOO_DATASET,
     ZOO_ENCODER_DIR,
@@ -105,7 +106,8 @@ def _mlflow_run(mlflow: MlflowResource, run_name: str):
     return mlflow_api.start_run(experiment_id=mlflow.experiment(EXPERIMENT), run_name=run_name)
 
 
-@dg.asset(group_name=GROUP, deps=[zoo_dataset], partitions_def=zoo_grid, pool="gpu", code_version=CODE_VERSION,
+@dg.asset(group_name=GROUP, deps=[zoo_dataset], partitions_def=zoo_grid, pool=GPU_POOL,
+          op_tags=GPU_OP_TAGS, code_version=CODE_VERSION,
           kinds={"pytorch", "mlflow"})
 def zoo_models(context: dg.AssetExecutionContext, config: ZooModelsConfig, lake: LakeResource,
                mlflow: MlflowResource) -> dg.MaterializeResult:
@@ -232,7 +234,8 @@ def _encoder_versions(store) -> list[int]:
     return versions_holding(store, ZOO_ENCODER_DIR, "backbone.pt")
 
 
-@dg.asset(group_name=GROUP, deps=[zoo_dataset], pool="gpu", code_version=CODE_VERSION, kinds={"pytorch", "mlflow"})
+@dg.asset(group_name=GROUP, deps=[zoo_dataset], pool=GPU_POOL,
+          op_tags=GPU_OP_TAGS, code_version=CODE_VERSION, kinds={"pytorch", "mlflow"})
 def zoo_pretrained_encoder(context: dg.AssetExecutionContext, config: ZooEncoderConfig, lake: LakeResource,
                            warehouse: WarehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     """EfficientNet-Lite0 (ImageNet) finetuned end to end on the gz1-sdss train split, early-stopped on the
@@ -303,7 +306,8 @@ def zoo_pretrained_encoder(context: dg.AssetExecutionContext, config: ZooEncoder
     })
 
 
-@dg.asset(group_name=GROUP, deps=[zoo_pretrained_encoder, "raw_cutouts"], pool="gpu", code_version=CODE_VERSION,
+@dg.asset(group_name=GROUP, deps=[zoo_pretrained_encoder, "raw_cutouts"], pool=GPU_POOL,
+          op_tags=GPU_OP_TAGS, code_version=CODE_VERSION,
           kinds={"pytorch", "scikitlearn", "duckdb"})
 def zoo_transfer(context: dg.AssetExecutionContext, config: ZooTransferConfig, lake: LakeResource,
                  warehouse: WarehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
