@@ -266,3 +266,33 @@ def test_a_newer_version_is_served_without_a_restart(app) -> None:
     assert version == 1 and held.service()[0] == 2
     finished = ranked(in_flight.search_index, in_flight.encode_query(query["q"]), 8)
     assert finished["score"].to_list() == pytest.approx([r["score"] for r in before["results"]], abs=1e-6)
+
+
+def test_a_remerged_index_is_served_without_a_restart(app) -> None:
+    """A new shard re-merges the served version's index (a new build in its folder): a running server swaps the
+    new build in by itself, and answers from the loaded one until it is ready."""
+    from aion_assets.app.served import ServedModels
+    from aion_assets.definitions import build_definitions
+    from aion_assets.platform.layout import search_index_dir
+    from aion_assets.platform.settings import get_settings
+    from aion_assets.runner import materialize
+    from aion_assets.search.artifacts import index_build
+    from aion_assets.search.service import SearchService, ranked
+
+    warehouse = _warehouse()
+    held = ServedModels(warehouse.lake, lambda v: SearchService(warehouse, get_settings().text_encoder, "unused", v),
+                        pointer_ttl_s=0.1)
+    version, first = held.service()
+    build = index_build(warehouse.lake, search_index_dir(version))
+    summaries = materialize(build_definitions(), "key:search_index", app["instance"], progress=lambda line: None)
+    assert summaries and all(s.success for s in summaries)
+    assert index_build(warehouse.lake, search_index_dir(version)) not in (None, build)
+
+    deadline = time.monotonic() + 60
+    while held.service()[1] is first and time.monotonic() < deadline:
+        time.sleep(0.2)
+    now_version, reloaded = held.service()
+    assert now_version == version and reloaded is not first
+    query = first.encode_query("an edge-on disc galaxy")
+    assert ranked(reloaded.search_index, query, 10)["object_id"].to_list() == \
+        ranked(first.search_index, query, 10)["object_id"].to_list()

@@ -60,7 +60,7 @@ def test_a_newly_ingested_shard_is_embedded_automatically(aion_home) -> None:
         after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
         requested = set()
         for result in after.results:
-            if result.true_subset.size:
+            if not result.true_subset.is_empty:
                 partitions = result.true_subset.expensively_compute_partition_keys() or {None}
                 requested |= {(result.key.to_user_string(), partition) for partition in partitions}
     assert ("image_base_embeddings", "new-release|0000") in requested

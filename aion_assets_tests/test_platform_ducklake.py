@@ -95,7 +95,7 @@ def test_ducklake_warehouse_lake_tables_and_aion_sql(servers: tuple[Postgres, S3
     environment = isolated_stack_env(
         **s3.environment(), AION_PROFILE="cluster", AION_HOME=str(tmp_path / "aion"),
         AION_LAKE_ROOT=f"s3://{BUCKET}/views", AION_DUCKLAKE_CATALOG=postgres.conninfo("views"),
-        AION_DAGSTER_POSTGRES_URL=postgres.url("views"), MLFLOW_TRACKING_URI="http://127.0.0.1:9")
+        AION_DAGSTER_POSTGRES_URL=postgres.sqlalchemy_url("views"), MLFLOW_TRACKING_URI="http://127.0.0.1:9")
     result = subprocess.run([str(Path(sys.executable).parent / "aion"), "sql", "--json",
                              "SELECT object_id FROM cutouts ORDER BY object_id"],
                             env=environment, capture_output=True, text=True, timeout=300)

@@ -31,7 +31,7 @@ PACKAGE = PROJECT_ROOT / "aion_assets"
 ENVIRONMENT_ACCESS = re.compile(r"os\.environ|getenv|environ\[")
 CLUSTER = {"AION_PROFILE": "cluster", "AION_LAKE_ROOT": "s3://bucket/aion",
            "AION_DUCKLAKE_CATALOG": "dbname=aion_lake host=pg.internal user=aion",
-           "AION_DAGSTER_POSTGRES_URL": "postgresql://dagster:pw@pg.internal:5432/dagster",
+           "AION_DAGSTER_POSTGRES_URL": "postgresql+psycopg2://dagster:pw@pg.internal:5432/dagster",
            "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
 FAKE_KEY = "sk-ant-test-0123456789-never-shown"
 

@@ -259,7 +259,8 @@ def test_changed_text_encoder_marks_exactly_its_downstream(chain, tmp_path: Path
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AION_TEXT_ENCODER", str(renamed))
         stale = _stale_keys(instance, build_definitions())
-    assert stale == {"text_embeddings", "alignment_model", "search_embeddings", "search_index", "retrieval_eval"}
+    assert stale == {"text_embeddings", "alignment_model", "search_embeddings", "search_index_quantizer",
+                     "search_index_shards", "search_index", "retrieval_eval"}
 
 
 def test_retrieval_eval_gains_reranked_method_with_a_key(chain, fake_anthropic, dummy_api_key,

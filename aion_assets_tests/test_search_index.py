@@ -168,3 +168,21 @@ def test_bench_search_excludes_start_up(hnsw, clustered) -> None:
     assert 0 < figures["p50_ms"] <= figures["p99_ms"] < 300
     assert figures["queries_per_s"] > 1000 / 300
     assert figures["search_p50_ms"] > 0
+
+
+def test_an_index_folder_holds_immutable_builds_named_by_its_pointer(tmp_path, clustered) -> None:
+    """Each save is a new build: a reader never pairs one build's index with another's ids, the previous build
+    stays for a reader that read the pointer a moment ago, and older ones are removed."""
+    from aion_assets.platform.lake import Lake
+    from aion_assets.search.artifacts import INDEX_BUILDS, index_build, load_index_from_lake, save_index_to_lake
+
+    vectors, ids = clustered
+    lake, parts = Lake(str(tmp_path / "lake")), ("indexes", "search", "v1")
+    builds = []
+    for n in (100, 200, 300):
+        save_index_to_lake(lake, build_index(vectors[:n], ids.head(n), kind="flat"), parts)
+        builds.append(index_build(lake, parts))
+        assert load_index_from_lake(lake, parts).ntotal == n
+    assert len(set(builds)) == 3
+    kept = {relative.rsplit("/", 1)[-1] for relative in lake.iter_files("/".join((*parts, INDEX_BUILDS, "*")))}
+    assert kept == set(builds[1:])

@@ -34,6 +34,7 @@ RELEASE_FOLDER_PATTERNS = (
     "cutouts/{release}",
     "embeddings/image_base/*/{release}",
     "embeddings/search/*/{release}",
+    "indexes/search_build/*/shards/{release}",
 )
 
 
@@ -83,7 +84,7 @@ def retire_release_files(
     """Move every lake folder of ``release`` under ``retired/`` (kept, not deleted) and drop any lake view left
     without files. Moving a folder is a rename on a local lake; on an object store fsspec copies then deletes."""
     now = now or datetime.now(timezone.utc)
-    fs, _ = fsspec.core.url_to_fs(lake.root)
+    fs = lake.fs  # the lake's own filesystem: an object store's endpoint and credentials come with it
     folders = _release_folders(lake, fs, release)
     destination = _free_destination(lake, release, now)
     record = {"release": release, "retired_at": now.isoformat(), "reason": reason,

@@ -20,7 +20,7 @@ from aion_assets.platform.layout import (
     shard_objects_path,
     text_embeddings_dir,
 )
-from aion_assets.platform.partitions import release_shards
+from aion_assets.platform.partitions import release_shards, shard_backfill_policy
 from aion_assets.platform.resources import LakeResource
 
 CODE_REVISION = "1"
@@ -37,6 +37,7 @@ def build_embedding_assets() -> list[dg.AssetsDefinition]:
         partitions_def=release_shards,
         group_name="embeddings",
         pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+        backfill_policy=shard_backfill_policy,
         deps=["raw_cutouts"],
         code_version=image_version,
         kinds={"pytorch"},

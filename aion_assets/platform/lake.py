@@ -30,8 +30,9 @@ class ObjectStore:
     region: str = "us-east-1"
 
     def fsspec_options(self) -> dict[str, Any]:
-        """s3fs's storage options."""
-        options: dict[str, Any] = {"client_kwargs": {"region_name": self.region}}
+        """s3fs's storage options. No listing cache: other pods write the lake all the time, and a cached listing
+        names files (and ETags) they have since replaced, which then fail to open."""
+        options: dict[str, Any] = {"client_kwargs": {"region_name": self.region}, "use_listings_cache": False}
         if self.endpoint_url:
             options["client_kwargs"]["endpoint_url"] = self.endpoint_url
         if self.access_key_id:

@@ -148,6 +148,12 @@ def search_index_dir(model_version: int) -> tuple[str, ...]:
     return ("indexes", "search", heads_artifact_id(model_version))
 
 
+def search_index_build_dir(model_version: int) -> tuple[str, ...]:
+    """The trained quantizer and the per-partition shards the served index is merged from; apart from
+    ``search_index_dir`` because that folder existing means "this version can be served"."""
+    return ("indexes", "search_build", heads_artifact_id(model_version))
+
+
 def image_similarity_index_dir(encoder_id: str) -> tuple[str, ...]:
     return ("indexes", "image_similarity", encoder_id)
 
@@ -168,7 +174,7 @@ def evaluation_gallery_path(model_version: int) -> tuple[str, ...]:
 def model_version_dirs(model_version: int) -> list[tuple[str, ...]]:
     """Every lake folder that belongs to one heads version (what pruning removes)."""
     return [heads_dir(model_version), search_embeddings_dir(model_version), search_index_dir(model_version),
-            ("evaluation", heads_artifact_id(model_version))]
+            search_index_build_dir(model_version), ("evaluation", heads_artifact_id(model_version))]
 
 
 # -- the stellar emulator: a registered model of its own, versioned the same way --------------------------------

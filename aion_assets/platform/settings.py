@@ -92,7 +92,8 @@ SETTINGS: tuple[Setting, ...] = (
             "host=... user=...`), its data files in the lake under `warehouse/`; many writers at once",
             lambda home: None, required_on_cluster=True),
     Setting("dagster_postgres_url", "AION_DAGSTER_POSTGRES_URL", "none (sqlite under `DAGSTER_HOME`)",
-            "PostgreSQL URL of Dagster's run, event and schedule storage (`dagster-postgres`)",
+            "SQLAlchemy URL of Dagster's run, event and schedule storage (`dagster-postgres`), with the psycopg2 "
+            "driver: `postgresql+psycopg2://user:password@host:5432/dagster`",
             lambda home: None, required_on_cluster=True),
     Setting("executor", "AION_EXECUTOR", "empty (automatic)",
             "how a run's steps run: `k8s` (one pod per step, `k8s_job_executor`), `multiprocess` or `in_process`; "
@@ -210,6 +211,15 @@ class AionSettings(BaseModel):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("dagster_postgres_url")
+    @classmethod
+    def _psycopg2_driver(cls, url: SecretStr | None) -> SecretStr | None:
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, under which dagster-postgres's NOTIFY fails
+        # on its first event: say so at load instead.
+        if url is not None and not url.get_secret_value().startswith("postgresql+psycopg2://"):
+            raise ValueError("must name the psycopg2 driver: postgresql+psycopg2://user:password@host:port/db")
+        return url
 
     @field_validator("shard_size")
     @classmethod

@@ -12,6 +12,11 @@ Kinds, chosen by size unless forced:
 
 The CPU form is what is saved; a GPU copy is made for searching when faiss sees a GPU (``faiss-gpu``) and the
 index type has a GPU implementation (flat and IVF do; HNSW stays on the CPU).
+
+Built per partition and merged (the served search index, see ``sharded_index``): :func:`train_for_shards` makes the
+trained, empty index from a sample, ``sharded_index.add_shard`` fills one partition's copy of it, and
+:func:`index_from_merged_shards` turns the merged shards into the same ``VectorIndex`` that :func:`build_index`
+returns. Only ``flat`` and ``ivfpq`` can be built that way (:func:`choose_sharded_kind`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 import polars as pl
 
 from aion_assets.search.metrics import recall_at_k
+from aion_assets.search.sharded_index import MIN_POINTS_PER_CENTROID, OPQ_PQ_CENTROIDS, ivfpq_spec, train_ivfpq
 from aion_assets.search.vectors import as_float32_matrix, l2_normalise
 
 log = logging.getLogger(__name__)
@@ -203,6 +209,18 @@ def choose_kind(n: int, exact_threshold: int = 200_000, hnsw_threshold: int = 5_
     return "hnsw" if n < hnsw_threshold else "ivfpq"
 
 
+SHARDED_KINDS = ("flat", "ivfpq")
+
+
+def choose_sharded_kind(n: int, exact_threshold: int = 200_000) -> str:
+    """The kind of an index built per partition and merged: exact below ``exact_threshold``, else IVF-PQ.
+
+    HNSW is no choice here, though :func:`choose_kind` picks it between the thresholds: its graph links every
+    vector to its neighbours among all the others, so it is built over all vectors at once and cannot be built per
+    partition and merged. IVF-PQ with exact re-ranking reaches the same recall (docs/scale.md)."""
+    return "flat" if n < exact_threshold else "ivfpq"
+
+
 def default_nlist(n: int) -> int:
     """~4 sqrt(N) inverted lists, a power of two, with >= 39 training points per list (faiss's minimum)."""
     nlist = 2 ** round(math.log2(max(1.0, 4 * math.sqrt(n))))
@@ -296,13 +314,24 @@ def build_index(vectors: np.ndarray, ids: pl.DataFrame, kind: IndexKind = "auto"
         index.add(matrix)
         params = {"m": hnsw_m, "ef_construction": ef_construction, "ef_search": ef_search or 64}
     elif kind == "ivfpq":
-        index, params = _build_ivfpq(matrix, nlist, pq_bytes, pq_nbits, opq, opq_iterations, train_size, rng)
+        index, params = _build_ivfpq(matrix, nlist, pq_bytes, pq_nbits, opq, opq_iterations, train_size, rng,
+                                     seed)
         params.update({"nprobe": nprobe or 16, "k_factor": k_factor or 4.0})
     else:
         raise ValueError(f"unknown index kind {kind!r}: use auto, flat, hnsw or ivfpq")
 
     # tune only what the caller left open: a fixed nprobe or k_factor means fixed search settings
-    if (kind == "hnsw" and ef_search is None) or (kind == "ivfpq" and nprobe is None and k_factor is None):
+    tune = (kind == "hnsw" and ef_search is None) or (kind == "ivfpq" and nprobe is None and k_factor is None)
+    return _finish(index, ids, kind, params, matrix, normalise, tune, target_recall, tune_k, tune_queries, rng,
+                   use_gpu, started)
+
+
+def _finish(index: faiss.Index, ids: pl.DataFrame, kind: str, params: dict[str, Any], matrix: np.ndarray,
+            normalise: bool, tune: bool, target_recall: float, tune_k: int, tune_queries: int,
+            rng: np.random.Generator, use_gpu: bool | str, started: float) -> VectorIndex:
+    """A filled CPU index as a :class:`VectorIndex`: search settings tuned (when ``tune``) and applied, a GPU copy
+    when asked for, the seconds since ``started``."""
+    if tune:
         params = _tune(index, kind, params, matrix, target_recall, tune_k, tune_queries, rng)
     _apply_search_params(index, kind, params)
     result = VectorIndex(cpu_index=index, ids=ids, kind=kind, params=params, normalise_queries=normalise)
@@ -312,28 +341,76 @@ def build_index(vectors: np.ndarray, ids: pl.DataFrame, kind: IndexKind = "auto"
     return result
 
 
+def _ivfpq_params(d: int, nlist: int, pq_m: int, pq_nbits: int, opq: bool) -> dict[str, Any]:
+    return {"spec": f"{ivfpq_spec(d, nlist, pq_m, pq_nbits, opq)},RFlat", "nlist": nlist, "pq_m": pq_m,
+            "pq_nbits": pq_nbits, "opq": opq}
+
+
 def _build_ivfpq(matrix: np.ndarray, nlist: int | None, pq_bytes: int | None, pq_nbits: int, opq: bool,
-                 opq_iterations: int, train_size: int,
-                 rng: np.random.Generator) -> tuple[faiss.Index, dict[str, Any]]:
+                 opq_iterations: int, train_size: int, rng: np.random.Generator,
+                 seed: int) -> tuple[faiss.Index, dict[str, Any]]:
+    """Trained as a sharded build trains (``sharded_index.train_ivfpq``), filled in one go, and wrapped in
+    ``IndexRefineFlat``: its exact copy of the vectors re-ranks the PQ candidates."""
     n, d = matrix.shape
     nlist = nlist or default_nlist(n)
     m = pq_bytes or default_pq_bytes(d)
-    if d % m:
-        raise ValueError(f"pq_bytes={m} must divide the dimension {d}")
-    # "np": no polysemous training, which costs minutes and only helps Hamming pre-filtering we do not use
-    spec = f"{f'OPQ{m}_{d},' if opq else ''}IVF{nlist},PQ{m}x{pq_nbits}np,RFlat"
-    index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
-    if opq:
-        base = faiss.downcast_index(faiss.downcast_index(index).base_index)
-        opq_matrix = faiss.downcast_VectorTransform(base.chain.at(0))
-        # faiss's default (50 rotations, 40 k-means rounds for the first PQ) costs minutes at 2 cores; the
-        # rotation converges far earlier. Few iterations (tests) also get a cheaper first PQ.
-        opq_matrix.niter = opq_iterations
-        opq_matrix.niter_pq_0 = min(40, 10 * opq_iterations)
     train_rows = rng.choice(n, size=min(n, train_size), replace=False) if n > train_size else slice(None)
-    index.train(matrix[train_rows])
+    trained = train_ivfpq(matrix[train_rows], nlist, m, opq=opq, opq_iterations=opq_iterations, seed=seed,
+                          pq_nbits=pq_nbits)
+    index = faiss.IndexRefineFlat(trained)  # empty: adding fills the IVF-PQ codes and the exact copy together
     index.add(matrix)
-    return index, {"spec": spec, "nlist": nlist, "pq_m": m, "pq_nbits": pq_nbits, "opq": opq}
+    return index, _ivfpq_params(d, nlist, m, pq_nbits, opq)
+
+
+def train_for_shards(sample: np.ndarray, kind: str, n_vectors: int, opq_iterations: int = 20,
+                     seed: int = 0) -> tuple[faiss.Index, dict[str, Any]]:
+    """The trained, empty index that every partition's shard is a copy of, and its shape's parameters.
+
+    ``sample`` is a (seeded) sample of the ``n_vectors`` the merged index will hold; it is L2-normalised as the
+    shards' vectors are. ``flat`` needs no training. ``ivfpq`` is shaped by both counts: ~4 sqrt(n_vectors) lists
+    (:func:`default_nlist`), d/4 sub-quantizers, 8-bit codes and an OPQ rotation, each cut down when the sample
+    is too small for faiss to train it (tiny stacks: fewer lists and bits, no rotation; never at survey scale,
+    where the sample is hundreds of thousands)."""
+    sample = l2_normalise(sample)
+    n, d = sample.shape
+    if kind == "flat":
+        return faiss.IndexFlatIP(d), {}
+    if kind != "ivfpq":
+        raise ValueError(f"an index built per partition is {' or '.join(SHARDED_KINDS)}, not {kind!r} "
+                         "(an HNSW graph cannot be built per partition and merged)")
+    per_centroid = n // MIN_POINTS_PER_CENTROID
+    if per_centroid < 2:
+        raise ValueError(f"{n} training vectors are too few for IVF-PQ (at least {2 * MIN_POINTS_PER_CENTROID})")
+    most = int(math.log2(per_centroid))  # the most lists, or PQ bits, that the sample trains
+    nlist = min(default_nlist(max(n_vectors, n)), 2 ** most)
+    pq_nbits = min(8, most)
+    opq = n >= MIN_POINTS_PER_CENTROID * OPQ_PQ_CENTROIDS
+    m = default_pq_bytes(d)
+    trained = train_ivfpq(sample, nlist, m, opq=opq, opq_iterations=opq_iterations, seed=seed, pq_nbits=pq_nbits)
+    return trained, _ivfpq_params(d, nlist, m, pq_nbits, opq)
+
+
+def index_from_merged_shards(merged: faiss.Index, ids: pl.DataFrame, kind: str, params: dict[str, Any],
+                             vectors: np.ndarray, normalise: bool = True, target_recall: float = 0.95,
+                             tune_k: int = 100, tune_queries: int = 200, seed: int = 0,
+                             use_gpu: bool | str = "auto") -> VectorIndex:
+    """The served form of shards merged by ``sharded_index.merge_local_shards``: ``vectors`` are the merged rows'
+    vectors in row order (``ids`` names them). ``ivfpq`` gets the exact re-ranking copy of ``vectors`` that
+    :func:`build_index` gives it and its nprobe / k_factor tuned to ``target_recall``, so the result answers as
+    the trained index filled in one go would, and is saved and loaded like any :func:`build_index` result."""
+    started = time.perf_counter()
+    matrix = l2_normalise(vectors) if normalise else as_float32_matrix(vectors)
+    if merged.ntotal != len(matrix):
+        raise ValueError(f"the merged index holds {merged.ntotal} vectors, {len(matrix)} were given for its rows")
+    if kind == "flat":
+        index, tune = merged, False
+    elif kind == "ivfpq":
+        index, tune = faiss.IndexRefineFlat(merged, faiss.swig_ptr(matrix)), True  # copies the exact vectors
+        params = {**params, "nprobe": 16, "k_factor": 4.0}
+    else:
+        raise ValueError(f"an index built from shards is {' or '.join(SHARDED_KINDS)}, not {kind!r}")
+    return _finish(index, ids, kind, params, matrix, normalise, tune, target_recall, tune_k, tune_queries,
+                   np.random.default_rng(seed), use_gpu, started)
 
 
 def index_recall_at_k(index: VectorIndex, vectors: np.ndarray, sample_queries: int | np.ndarray = 1000, k: int = 100,

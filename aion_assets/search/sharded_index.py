@@ -1,10 +1,15 @@
-"""An IVF-PQ index built the way a large deployment builds it: train once, add per partition, merge on disk.
+"""An index built the way a large deployment builds it: train once, add per partition, merge.
 
-1. ``train_ivfpq`` trains the coarse quantizer, the OPQ rotation and the product quantizer once, on a sample.
-2. ``add_partition`` adds one partition's vectors to a copy of the trained, empty index (its own step, its own
-   machine): a shard file holding only that partition's codes, under global row ids.
-3. ``merge_shards`` merges the shards' inverted lists into one on-disk index (``faiss.contrib.ondisk``), which
-   ``load_merged`` opens with its lists memory-mapped: the codes are paged in as lists are probed, so the index may exceed RAM.
+1. ``train_ivfpq`` trains the coarse quantizer, the OPQ rotation and the product quantizer once, on a sample
+   (``index.build_index`` trains its IVF-PQ indexes through it too).
+2. Each partition's vectors go into a copy of the trained, empty index, in the partition's own step:
+   ``add_shard`` under local rows 0..n-1 (a partition cannot know its global offset before every partition before
+   it is counted), or ``add_partition`` under global rows known in advance, written to a shard file.
+3. Merging: ``merge_local_shards`` moves local-row shards into one index in memory, shifting each shard's rows by
+   the rows before it (``IndexIVF::merge_from(other, add_id)``; flat shards are appended, their rows sequential),
+   which is what the served search index does at our sizes. ``merge_shards`` merges global-row shard files into one
+   on-disk index (``faiss.contrib.ondisk``), which ``load_merged`` opens with its lists memory-mapped: the codes are
+   paged in as lists are probed, so the index may exceed RAM (what `aion bench index` measures at survey scale).
 4. ``ReRankedIndex`` re-ranks the IVF-PQ candidates with the exact vectors, read from memory-mapped arrays (the
    search embeddings the lake already holds): the codes in RAM stay ``pq_bytes`` per vector, and the recall comes
    from the exact scores of ``k_factor * k`` candidates.
@@ -13,41 +18,123 @@ No dagster.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+# faiss's k-means wants this many training points per centroid (it warns below, and fails below one per centroid)
+MIN_POINTS_PER_CENTROID = 39
+# an OPQ rotation is trained with an 8-bit product quantizer of its own, whatever the index's PQ uses
+OPQ_PQ_CENTROIDS = 256
+
+
+def ivfpq_spec(d: int, nlist: int, pq_bytes: int, pq_nbits: int = 8, opq: bool = True) -> str:
+    # "np": no polysemous training, which costs minutes and only helps Hamming pre-filtering we do not use
+    return f"{f'OPQ{pq_bytes}_{d},' if opq else ''}IVF{nlist},PQ{pq_bytes}x{pq_nbits}np"
+
 
 def train_ivfpq(sample: np.ndarray, nlist: int, pq_bytes: int, opq: bool = True, opq_iterations: int = 20,
-                seed: int = 0) -> faiss.Index:
+                seed: int = 0, pq_nbits: int = 8) -> faiss.Index:
     """A trained, empty inner-product IVF-PQ index (with an OPQ rotation in front when ``opq``)."""
     sample = np.ascontiguousarray(sample, dtype=np.float32)
     d = sample.shape[1]
     if d % pq_bytes:
         raise ValueError(f"pq_bytes={pq_bytes} must divide the dimension {d}")
-    if len(sample) < 39 * max(nlist, 256):
-        raise ValueError(f"{len(sample)} training vectors are too few for {nlist} lists and 256 PQ centroids "
-                         f"(faiss wants >= {39 * max(nlist, 256)})")
-    spec = f"{f'OPQ{pq_bytes}_{d},' if opq else ''}IVF{nlist},PQ{pq_bytes}x8np"
-    index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
+    wanted = MIN_POINTS_PER_CENTROID * max(nlist, 2 ** pq_nbits)
+    if len(sample) < wanted:
+        raise ValueError(f"{len(sample)} training vectors are too few for {nlist} lists and {2 ** pq_nbits} PQ "
+                         f"centroids (faiss wants >= {wanted})")
+    if opq and len(sample) < OPQ_PQ_CENTROIDS:
+        raise ValueError(f"{len(sample)} training vectors are too few for an OPQ rotation (at least "
+                         f"{OPQ_PQ_CENTROIDS}): train without opq")
+    index = faiss.index_factory(d, ivfpq_spec(d, nlist, pq_bytes, pq_nbits, opq), faiss.METRIC_INNER_PRODUCT)
     if opq:
         rotation = faiss.downcast_VectorTransform(faiss.downcast_index(index).chain.at(0))
-        rotation.niter = opq_iterations  # converges long before faiss's default of 50 (minutes at 2 cores)
+        # faiss's default (50 rotations, 40 k-means rounds for the first PQ) costs minutes at 2 cores; the
+        # rotation converges far earlier. Few iterations (tests) also get a cheaper first PQ.
+        rotation.niter = opq_iterations
+        rotation.niter_pq_0 = min(40, 10 * opq_iterations)
     faiss.extract_index_ivf(index).cp.seed = seed
     index.train(sample)
     return index
 
 
+def _filled(trained: faiss.Index, vectors: np.ndarray, first_row: int | None) -> faiss.Index:
+    """A copy of ``trained`` (left untouched) holding ``vectors``: under rows first_row, first_row + 1, ..., or,
+    when ``first_row`` is None, under the index's own sequential rows 0..n-1."""
+    shard = faiss.clone_index(trained)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, trained.d)
+    if first_row is None:
+        shard.add(vectors)
+    else:
+        shard.add_with_ids(vectors, np.arange(first_row, first_row + len(vectors), dtype=np.int64))
+    return shard
+
+
+def add_shard(trained: faiss.Index, vectors: np.ndarray) -> faiss.Index:
+    """One partition's shard: ``trained`` plus ``vectors`` under local rows 0..n-1, for
+    :func:`merge_local_shards` to place. Flat (exact) and IVF indexes alike."""
+    return _filled(trained, vectors, first_row=None)
+
+
+def merge_local_shards(trained: faiss.Index, shards: Iterable[faiss.Index]) -> faiss.Index:
+    """One index over ``shards`` (each with local rows 0..n-1, as :func:`add_shard` makes them), in order: shard i's
+    rows follow every row of shards 0..i-1, so the result answers as ``trained`` filled with the shards' vectors in
+    one go; ``trained`` is left untouched.
+
+    IVF (with or without a transform in front): each shard's inverted lists are moved (not copied: the shard is
+    left empty) with ``merge_from(shard, add_id)``, which shifts the moved ids by ``add_id``, the rows merged so
+    far. Flat: the vectors are appended, a flat index's rows being positions."""
+    merged = faiss.clone_index(trained)
+    ivf = faiss.try_extract_index_ivf(merged)
+    for shard in shards:
+        if shard.d != merged.d:
+            raise ValueError(f"a shard of width {shard.d} cannot join an index of width {merged.d}")
+        if ivf is None:
+            flat = faiss.downcast_index(shard)
+            if flat.ntotal:
+                merged.add(flat.reconstruct_n(0, flat.ntotal))
+            continue
+        shard_ivf = faiss.extract_index_ivf(shard)
+        rows = np.concatenate([faiss.rev_swig_ptr(shard_ivf.invlists.get_ids(i), shard_ivf.invlists.list_size(i))
+                               for i in range(shard_ivf.nlist)])
+        if len(rows) and (rows.min() < 0 or rows.max() >= shard_ivf.ntotal):
+            raise ValueError("a shard's rows must be its local rows 0..n-1 (made with add_shard)")
+        ivf.merge_from(shard_ivf, ivf.ntotal)
+        shard.ntotal = 0
+    if ivf is not None:
+        merged.ntotal = ivf.ntotal  # a transform in front (OPQ) keeps its own count of what its inner index holds
+    return merged
+
+
+def index_to_bytes(index: faiss.Index) -> bytes:
+    """The faiss file's bytes: what a lake (local or an object store) stores."""
+    return faiss.serialize_index(index).tobytes()
+
+
+def index_from_bytes(data: bytes) -> faiss.Index:
+    return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+
+
+def index_fingerprint(data: bytes) -> str:
+    """A short content hash of a serialized index: what a shard records of the trained index it was filled from."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
+    """``min(size, n)`` distinct rows of ``n``, seeded, ascending (a memory map reads them in order)."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(int(size), n), replace=False)) if n else np.zeros(0, dtype=np.int64)
+
+
 def add_partition(trained: faiss.Index, vectors: np.ndarray, first_row: int, shard_path: Path) -> int:
     """Write a shard: ``trained`` (left untouched) plus ``vectors`` under rows first_row, first_row + 1, ...;
     returns how many were added. Each partition's step can run anywhere that has the trained index."""
-    shard = faiss.clone_index(trained)
-    rows = np.arange(first_row, first_row + len(vectors), dtype=np.int64)
-    shard.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), rows)
-    faiss.write_index(shard, str(shard_path))
+    faiss.write_index(_filled(trained, vectors, first_row), str(shard_path))
     return len(vectors)
 
 

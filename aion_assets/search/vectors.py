@@ -35,6 +35,16 @@ def gather_vectors(
     return objects.drop("_order"), matrix
 
 
+def partitions_in_order(objects: pl.DataFrame) -> list[str]:
+    """The partition keys of ``objects`` (columns release, shard, ...) in the frame's order, each once. Over a frame
+    whose partitions are contiguous (``cutout_rows``: ordered by release, shard, row), :func:`gather_vectors`'s
+    rows of partition i follow every row of partitions 0..i-1."""
+    if objects.is_empty():
+        return []
+    pairs = objects.select("release", "shard").unique(maintain_order=True)
+    return [str(ShardKey(release, shard)) for release, shard in pairs.iter_rows()]
+
+
 def as_float32_matrix(vectors: np.ndarray, name: str = "vectors") -> np.ndarray:
     array = np.ascontiguousarray(vectors, dtype=np.float32)
     if array.ndim == 1:
