@@ -309,3 +309,18 @@ def test_readme_table_lists_every_setting() -> None:
     assert not missing, f"README settings table misses {missing}"
     assert "\n".join(rows) == "\n".join(settings_table().splitlines()[2:]), (
         "README settings table is out of date: paste aion_assets.platform.settings.settings_table()")
+
+
+def test_each_profile_writes_its_own_dagster_yaml_and_never_a_users(tmp_path: Path) -> None:
+    import yaml
+
+    from aion_assets.platform.instance import ensure_dagster_home
+
+    home = tmp_path / "dagster"
+    cluster = yaml.safe_load(ensure_dagster_home(home, "cluster").read_text())
+    assert cluster["storage"]["postgres"]["postgres_url"] == {"env": "AION_DAGSTER_POSTGRES_URL"}
+    assert cluster["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    embedded = yaml.safe_load(ensure_dagster_home(home, "embedded").read_text())  # ours: switched back
+    assert embedded["storage"]["sqlite"]["base_dir"] == str(home / "storage")
+    (home / "dagster.yaml").write_text("storage:\n  sqlite:\n    base_dir: /mine\n")
+    assert "/mine" in ensure_dagster_home(home, "cluster").read_text()  # a user's own file is left alone

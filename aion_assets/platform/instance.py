@@ -14,6 +14,19 @@ POOL_LIMITS = {"gpu": 1, "duckdb_writer": 1, "vlm_api": 1}
 # On the cluster DuckLake takes many writers at once and there are several GPU nodes; paid API calls stay serial.
 CLUSTER_POOL_LIMITS = {"gpu": 4, "duckdb_writer": 8, "vlm_api": 1}
 
+# What both profiles' files end with. Runs the UI or the daemon launched: the daemon fails one stuck starting or
+# cancelling, and gives back the pool slots a finished run still holds. The CLI's in-process runs are recovered
+# by aion itself (runner.py).
+_SHARED_TAIL = """\
+telemetry:
+  enabled: false
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  free_slots_after_run_end_seconds: 30
+"""
+
 DAGSTER_YAML = """\
 # Written by aion_assets (platform/instance.py). Embedded default: everything on local disk.
 storage:
@@ -24,17 +37,7 @@ concurrency:
     max_concurrent_runs: 2
   pools:
     default_limit: 1
-telemetry:
-  enabled: false
-# Runs the UI or the daemon launched: the daemon fails one stuck starting or cancelling, and gives back the pool
-# slots a finished run still holds. The CLI's in-process runs are recovered by aion itself (runner.py).
-run_monitoring:
-  enabled: true
-  start_timeout_seconds: 180
-  cancel_timeout_seconds: 180
-  free_slots_after_run_end_seconds: 30
-"""
-
+""" + _SHARED_TAIL
 
 # The cluster profile on one machine: the same engines as deploy/dagster.yaml less Kubernetes (runs are local
 # processes; their steps run where AION_EXECUTOR says). The URL is read by Dagster from the environment, so the
@@ -53,14 +56,7 @@ concurrency:
     max_concurrent_runs: 4
   pools:
     default_limit: 1
-telemetry:
-  enabled: false
-run_monitoring:
-  enabled: true
-  start_timeout_seconds: 180
-  cancel_timeout_seconds: 180
-  free_slots_after_run_end_seconds: 30
-"""
+""" + _SHARED_TAIL
 
 # The first line of every dagster.yaml this module writes: only such a file is ever rewritten.
 WRITTEN_BY = "# Written by aion_assets (platform/instance.py)."
