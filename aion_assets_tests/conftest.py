@@ -29,8 +29,15 @@ use_offline_model_hub()
 
 # A stack's locations come from AION_HOME alone; a user's own settings must not leak into a test's stack.
 STACK_VARS = ("AION_PROFILE", "DAGSTER_HOME", "AION_LAKE_ROOT", "AION_WAREHOUSE", "MLFLOW_TRACKING_URI",
-              "AION_MLFLOW_ARTIFACTS")
+              "AION_MLFLOW_ARTIFACTS", "AION_DUCKLAKE_CATALOG", "AION_DAGSTER_POSTGRES_URL", "AION_EXECUTOR",
+              "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AION_SENSOR_INTERVAL_S")
 assert set(STACK_VARS) <= set(KNOWN_VARIABLES)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow end-to-end tests first: with `-n 2 --dist loadfile` a long file that starts last keeps one
+    worker busy alone at the end; started first, it runs beside the rest of the suite."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
