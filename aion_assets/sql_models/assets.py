@@ -47,7 +47,8 @@ def sql_model_asset(model: SqlModel, source_tables: Mapping[str, str | None]) ->
         context.log.info(f"{model.name}: {rows} rows")
         columns = store.query(
             "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+            "WHERE table_catalog = current_database() AND table_schema = 'main' AND table_name = ? "
+            "ORDER BY ordinal_position",
             [model.name],
         )
         schema = dg.TableSchema(columns=[
