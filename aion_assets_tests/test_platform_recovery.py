@@ -175,6 +175,13 @@ def _kill_during(stack: Stack, step_key: str, signo: int, holding_gpu: bool = Fa
         _wait_for(lambda: any("seed 0:" in (event.user_message or "") for event in stack.instance.all_logs(run_id)),
                   120, "the first seed to finish", demo)
     runs_at_signal = stack.run_ids()
+    # A small shard's step can finish between the check above and the signal: the run the signal lands in is
+    # then the demo's next one, still unfinished, and that is the run left behind.
+    unfinished = stack.instance.get_runs(filters=dg.RunsFilter(statuses=[
+        dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
+    unfinished = [run for run in unfinished if run.run_id not in before]  # this demo's own
+    if unfinished and run_id not in {run.run_id for run in unfinished}:
+        run_id = unfinished[0].run_id  # newest first
     demo.send_signal(signo)
     try:
         exit_code = demo.wait(timeout=STOPS_WITHIN_S)
