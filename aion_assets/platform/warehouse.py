@@ -42,7 +42,7 @@ LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked", 
 # the unit of work is run again on a fresh snapshot.
 # DuckLake refuses, for example, an insert into a table another transaction deleted from since this one began:
 # replacing rows (delete, then insert) conflicts with any concurrent write to the same table.
-CONFLICT_MARKERS = ("Transaction conflict", "conflict", "Conflict")
+CONFLICT_MARKER = "conflict"  # matched case-insensitively
 CONFLICT_RETRIES = 20
 DUCKLAKE_ALIAS = "warehouse"
 # One small table of facts about the warehouse itself: ``lake_root`` is the lake its views were built over.
@@ -164,6 +164,7 @@ class Warehouse:
         self._lake_views_checked = False
         self._ducklake: duckdb.DuckDBPyConnection | None = None
         self._ducklake_lock = threading.Lock()  # the app's threads share one Warehouse
+        self._views_seen = False
 
     @property
     def is_ducklake(self) -> bool:
@@ -266,8 +267,7 @@ class Warehouse:
 
         con = duckdb.connect(str(self.path), read_only=read_only, config=connection_config())
         load_extensions(con, ("httpfs",))
-        con.execute(self.lake.store.duckdb_secret_sql().replace("CREATE OR REPLACE SECRET", "CREATE OR REPLACE "
-                                                                "TEMPORARY SECRET"))
+        con.execute(self.lake.store.duckdb_secret_sql())  # a DuckDB secret is temporary unless PERSISTENT
         return con
 
     def _transaction(self, work: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
@@ -285,7 +285,7 @@ class Warehouse:
                 except Exception as error:
                     with contextlib.suppress(Exception):
                         con.execute("ROLLBACK")
-                    if attempt + 1 == attempts or not any(m in str(error) for m in CONFLICT_MARKERS):
+                    if attempt + 1 == attempts or CONFLICT_MARKER not in str(error).lower():
                         raise
             time.sleep(min(0.05 * 2 ** attempt, 2.0) * (0.5 + random.random()))
         raise AssertionError("unreachable")
@@ -372,7 +372,9 @@ class Warehouse:
         """A new warehouse over a lake that already has files: a new DuckDB file, or a DuckLake catalog without
         our views yet (``aion_meta`` is written with the first one)."""
         if self.is_ducklake:
-            return META_TABLE not in self.tables()
+            # once seen, the catalog keeps them: one catalog query per Warehouse object, not one per write
+            self._views_seen = self._views_seen or META_TABLE in self.tables()
+            return not self._views_seen
         return not self.path.exists()
 
     def _has_partitions(self, table: str) -> bool:
