@@ -161,3 +161,37 @@ def test_bad_config_rejected() -> None:
     with pytest.raises(ValueError):
         TrainConfig(select_by="accuracy")
     assert isinstance(AlignmentHeads(4, 4, hidden_dim=8, out_dim=4), torch.nn.Module)
+
+
+def test_image_views_train_with_single_view_validation(dataset) -> None:
+    # eight noisy views of every training image, as the dihedral transforms' embeddings; validation: one view each
+    rng = np.random.default_rng(11)
+    image = dataset["image_train"]
+    views = (image[:, None, :] + 0.3 * rng.normal(size=(len(image), 8, IMAGE_DIM))).astype(np.float32)
+    result = train_alignment(views, dataset["text_train"], dataset["image_val"], dataset["text_val"],
+                             clone_config(TINY, epochs=6))
+    assert result.heads_config.image_dim == IMAGE_DIM
+    untrained = result.history[0]["val_mrr"]
+    assert untrained < 0.2
+    assert result.best_metrics["val_mrr"] > untrained + 0.3
+    assert result.best_epoch >= 1
+
+
+def test_fixed_temperature_stays_at_its_initial_value(dataset) -> None:
+    args = (dataset["image_train"], dataset["text_train"], dataset["image_val"], dataset["text_val"])
+    fixed = train_alignment(*args, clone_config(TINY, epochs=3, learn_temperature=False, init_temperature=0.05))
+    temperatures = {row["temperature"] for row in fixed.history}
+    assert len(temperatures) == 1 and temperatures.pop() == pytest.approx(0.05, rel=1e-6)
+    assert fixed.best_state["logit_scale"].item() == torch.tensor(np.log(1 / 0.05), dtype=torch.float32).item()
+    # the heads still learn with the temperature held
+    assert fixed.best_metrics["val_mrr"] > fixed.history[0]["val_mrr"]
+    learned = train_alignment(*args, clone_config(TINY, epochs=3, init_temperature=0.05))
+    assert learned.history[0]["temperature"] == pytest.approx(0.05, rel=1e-6)
+    assert learned.history[-1]["temperature"] != pytest.approx(0.05, rel=1e-3)
+
+
+def test_validation_images_must_be_one_view_each(dataset) -> None:
+    three_d = np.repeat(dataset["image_val"][:, None, :], 2, axis=1)
+    with pytest.raises(ValueError, match="validation images must be"):
+        train_alignment(dataset["image_train"], dataset["text_train"], three_d, dataset["text_val"],
+                        clone_config(TINY, epochs=1))

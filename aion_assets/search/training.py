@@ -8,6 +8,10 @@ train several seeds (one :func:`train_alignment` call each) and report :func:`se
 Text embeddings may come in several *views* per image (the VLM's description and its summary): a [N, V, d]
 array. Each epoch every pair draws one of its available views at random, a cheap text augmentation that never
 puts the same image twice in one batch (which would create false negatives). Rows of NaN mark a missing view.
+
+Image embeddings may come in several views too ([N, A, d]: the eight dihedral transforms of each cutout, which
+a galaxy has no preferred orientation among); each epoch draws one per pair in the same way. Validation images
+are one view each ([N, d]).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class TrainConfig:
     warmup_fraction: float = 0.1   # of all optimiser steps, linear from ~0 to lr; cosine decay after
     min_lr_ratio: float = 0.0      # the cosine ends at lr * min_lr_ratio
     seed: int = 0
+    learn_temperature: bool = True  # False: the temperature stays at init_temperature
     select_by: str = "val_mrr"     # one of SELECTION_METRICS
     patience: int | None = None    # stop after this many epochs without a better checkpoint; None: run all
     device: str = "auto"           # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
@@ -112,9 +117,18 @@ def _as_views(text: ArrayLike | Sequence[ArrayLike]) -> torch.Tensor:
     return tensor
 
 
+def _as_image_views(image: ArrayLike) -> torch.Tensor:
+    """[N, d] or [N, A, d] -> [N, A, d] float32."""
+    tensor = _as_tensor(image)
+    tensor = tensor[:, None, :] if tensor.ndim == 2 else tensor
+    if tensor.ndim != 3:
+        raise ValueError(f"image embeddings must be [N, d] or [N, A, d], got {tuple(tensor.shape)}")
+    return tensor
+
+
 def _check_pairs(image: torch.Tensor, views: torch.Tensor, name: str) -> torch.Tensor:
     """Validate shapes and return the [N, V] mask of available (finite) text views."""
-    if image.ndim != 2 or image.shape[0] != views.shape[0]:
+    if image.ndim not in (2, 3) or image.shape[0] != views.shape[0]:
         raise ValueError(f"{name}: images {tuple(image.shape)} and texts {tuple(views.shape)} are not row-aligned")
     if not torch.isfinite(image).all():
         raise ValueError(f"{name}: image embeddings contain NaN or inf")
@@ -205,6 +219,8 @@ def _param_groups(model: AlignmentHeads, weight_decay: float) -> list[dict[str, 
     """Weight decay on matrices only: decaying biases, LayerNorm gains or the temperature only hurts."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
         (decay if param.ndim >= 2 and name != "logit_scale" else no_decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
@@ -215,7 +231,8 @@ def train_alignment(image_train: ArrayLike, text_train: ArrayLike | Sequence[Arr
     """Train alignment heads on row-aligned pairs and keep the best validation checkpoint.
 
     Args:
-        image_train: [N, Di] frozen image base embeddings (numpy or torch, any float dtype).
+        image_train: [N, Di] frozen image base embeddings (numpy or torch, any float dtype), or [N, A, Di] with
+            A views of each image (e.g. its dihedral transforms), one drawn per pair each epoch.
         text_train: [N, Dt] text embeddings, or [N, V, Dt] / a list of V [N, Dt] arrays with several texts
             (e.g. description and summary) per image; rows of NaN mark a missing view.
         image_val, text_val: the validation pairs, same forms; every finite view is a validation query.
@@ -240,21 +257,24 @@ def _train(image_train: ArrayLike, text_train: ArrayLike | Sequence[ArrayLike], 
            text_val: ArrayLike | Sequence[ArrayLike], config: TrainConfig,
            on_epoch: Callable[[dict[str, Any]], None] | None, started: float) -> TrainResult:
     device = resolve_device(config.device)
-    img_tr, txt_tr = _as_tensor(image_train), _as_views(text_train)
+    img_tr, txt_tr = _as_image_views(image_train), _as_views(text_train)
     img_va, txt_va = _as_tensor(image_val), _as_views(text_val)
     avail_tr = _check_pairs(img_tr, txt_tr, "train")
     avail_va = _check_pairs(img_va, txt_va, "validation")
-    if img_tr.shape[1] != img_va.shape[1] or txt_tr.shape[2] != txt_va.shape[2]:
+    if img_va.ndim != 2:
+        raise ValueError(f"validation images must be [N, d], got {tuple(img_va.shape)}")
+    if img_tr.shape[2] != img_va.shape[1] or txt_tr.shape[2] != txt_va.shape[2]:
         raise ValueError("train and validation embeddings differ in width")
     if len(img_tr) < 2 or len(img_va) < 2:
         raise ValueError("at least two training and two validation pairs are needed")
 
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    heads_config = HeadsConfig(image_dim=img_tr.shape[1], text_dim=txt_tr.shape[2], hidden_dim=config.hidden_dim,
+    heads_config = HeadsConfig(image_dim=img_tr.shape[2], text_dim=txt_tr.shape[2], hidden_dim=config.hidden_dim,
                                out_dim=config.out_dim, n_blocks=config.n_blocks, dropout=config.dropout,
                                init_temperature=config.init_temperature, max_logit_scale=config.max_logit_scale)
     model = AlignmentHeads.from_config(heads_config).to(device)
+    model.logit_scale.requires_grad_(config.learn_temperature)
     img_tr, txt_tr, img_va, txt_va = (t.to(device) for t in (img_tr, txt_tr, img_va, txt_va))
     avail_va = avail_va.to(device)
 
@@ -291,13 +311,16 @@ def _train(image_train: ArrayLike, text_train: ArrayLike | Sequence[ArrayLike], 
         epoch_started = time.perf_counter()
         model.train()
         views = _pick_views(avail_tr, generator).to(device)
+        # drawn only when there are views to choose from, so single-view runs keep their random stream
+        image_views = (torch.randint(img_tr.shape[1], (n_train,), generator=generator) if img_tr.shape[1] > 1
+                       else torch.zeros(n_train, dtype=torch.long)).to(device)
         order = torch.randperm(n_train, generator=generator).to(device)
         # near-equal batches instead of a tiny remainder batch whose loss says nothing
         total_loss, total_pairs = 0.0, 0
         for rows in torch.tensor_split(order, n_batches):
             if len(rows) < 2:
                 continue
-            image_emb, text_emb = model(img_tr[rows], txt_tr[rows, views[rows]])
+            image_emb, text_emb = model(img_tr[rows, image_views[rows]], txt_tr[rows, views[rows]])
             loss = clip_loss(image_emb, text_emb, model.scale())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
