@@ -154,3 +154,37 @@ def test_a_retired_release_is_never_returned_by_an_index_that_still_holds_it() -
     assert served["rank"].to_list() == list(range(1, 11))
     with pytest.raises(LookupError, match=r"release 'retired-rel' was retired .*; known: gz1-sdss"):
         check_release(index, "retired-rel", served={"gz1-sdss"})
+
+
+def test_likely_artefacts_follow_every_other_result_unless_the_query_asks_for_them() -> None:
+    from aion_assets.search.index import build_index
+    from aion_assets.search.service import ARTEFACT_COLUMN, RESULT_COLUMNS, ranked
+
+    rng = np.random.default_rng(1)
+    n = 100
+    vectors = rng.normal(size=(n, 8)).astype(np.float32)
+    query = vectors[0]
+    artefact = np.zeros(n, dtype=np.float32)
+    plain = ranked(build_index(vectors, pl.DataFrame({"object_id": [f"o{i}" for i in range(n)],
+                                                     "release": ["r"] * n}), kind="flat", use_gpu=False), query, 10)
+    # the plain top 3 become likely artefacts (and one just below the threshold stays where it is)
+    top = [int(o[1:]) for o in plain["object_id"].to_list()]
+    artefact[top[:3]] = [0.9, 0.5, 0.99]
+    artefact[top[3]] = 0.49
+    ids = pl.DataFrame({"object_id": [f"o{i}" for i in range(n)], "release": ["r"] * n,
+                        ARTEFACT_COLUMN: artefact})
+    index = build_index(vectors, ids, kind="flat", use_gpu=False)
+    kept = ranked(index, query, 10)
+    assert kept.columns == [*RESULT_COLUMNS, ARTEFACT_COLUMN]
+    assert kept["object_id"].to_list() == plain["object_id"].to_list()  # no demotion asked: the plain order
+    demoted = ranked(index, query, 10, demote_artefacts=True)
+    order = demoted["object_id"].to_list()
+    # the three artefacts left the top 10 (the 64 candidates hold seven better non-artefacts and more)
+    assert set(order).isdisjoint({f"o{i}" for i in top[:3]})
+    assert order[:7] == plain["object_id"].to_list()[3:10]
+    assert demoted["rank"].to_list() == list(range(1, 11))
+    # scores stay the cosines the index gave, not the demoted ones
+    assert demoted["score"].is_sorted(descending=True) and (demoted["score"] <= plain["score"][0]).all()
+    every = ranked(index, query, n, demote_artefacts=True)
+    assert every["object_id"].to_list()[-3:] == [f"o{top[i]}" for i in (0, 1, 2)]
+    assert (every[ARTEFACT_COLUMN].to_numpy()[:-3] < 0.5).all()

@@ -18,7 +18,11 @@ def _object(required: Sequence[str], **properties: Any) -> dict[str, Any]:
 
 
 _RESULT = _object(["rank", "object_id", "release", "score", "cutout_url"], rank=_INT, object_id=_TEXT,
-                  release=_TEXT, score=_NUMBER, cutout_url=_TEXT)
+                  release=_TEXT, score=_NUMBER, cutout_url=_TEXT,
+                  artefact_score={"type": "number", "description": "Text search with a version that scores "
+                                  "artefacts: the calibrated probability that the cutout is a star, a satellite "
+                                  "trail, a diffraction spike or empty sky. Likely ones (>= 0.5) are listed after "
+                                  "the rest unless the query asks for artefacts."})
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": _object(["error"], error={"type": "string", "description": "What was wrong, in one line."}),
     "Result": _RESULT,

@@ -144,6 +144,21 @@ def search_embeddings_dir(model_version: int) -> tuple[str, ...]:
     return ("embeddings", "search", heads_artifact_id(model_version))
 
 
+def artefact_model_path(model_version: int) -> tuple[str, ...]:
+    """The version's artefact score (a calibrated classifier over base embeddings, fitted with the heads)."""
+    return (*heads_dir(model_version), "artefacts.npz")
+
+
+def artefact_scores_path(model_version: int, partition_key: "str | ShardKey") -> tuple[str, ...]:
+    """[n] float32 artefact probability of each of a partition's cutouts, row-aligned with its arrays."""
+    key = ShardKey.parse(partition_key)
+    return (*artefact_scores_dir(model_version), key.release, f"{key.shard}.npy")
+
+
+def artefact_scores_dir(model_version: int) -> tuple[str, ...]:
+    return ("embeddings", "artefacts", heads_artifact_id(model_version))
+
+
 def search_index_dir(model_version: int) -> tuple[str, ...]:
     return ("indexes", "search", heads_artifact_id(model_version))
 
@@ -173,7 +188,8 @@ def evaluation_gallery_path(model_version: int) -> tuple[str, ...]:
 
 def model_version_dirs(model_version: int) -> list[tuple[str, ...]]:
     """Every lake folder that belongs to one heads version (what pruning removes)."""
-    return [heads_dir(model_version), search_embeddings_dir(model_version), search_index_dir(model_version),
+    return [heads_dir(model_version), search_embeddings_dir(model_version), artefact_scores_dir(model_version),
+            search_index_dir(model_version),
             search_index_build_dir(model_version), ("evaluation", heads_artifact_id(model_version))]
 
 

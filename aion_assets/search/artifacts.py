@@ -10,6 +10,7 @@ version; it is written atomically, and only after everything it names exists.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import tempfile
 import uuid
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import faiss
+import numpy as np
 import polars as pl
 
 from aion_assets.platform.lake import Lake
@@ -27,6 +29,7 @@ from aion_assets.platform.layout import (
     LATEST_POINTER,
     MODELS_DIR,
     ShardKey,
+    artefact_model_path,
     heads_checkpoint_path,
     model_version_dirs,
     search_index_build_dir,
@@ -34,6 +37,7 @@ from aion_assets.platform.layout import (
     training_set_path,
     versions_holding,
 )
+from aion_assets.search.artefacts import ArtefactModel
 from aion_assets.search.heads import AlignmentHeads, load_heads, read_heads_metadata, save_heads
 from aion_assets.search.index import VectorIndex
 from aion_assets.search.sharded_index import index_fingerprint, index_from_bytes, index_to_bytes
@@ -93,6 +97,23 @@ def heads_metadata_from_lake(lake: Lake, model_version: int) -> dict[str, str]:
     """The checkpoint's header metadata (its MLflow run id, encoders, input data versions)."""
     with _local_copy(lake, heads_checkpoint_path(model_version), _no_heads(model_version)) as path:
         return read_heads_metadata(path)
+
+
+def save_artefact_model(lake: Lake, model_version: int, model: ArtefactModel) -> str:
+    """The version's artefact classifier (arrays in an .npz, its held-out metrics in the same file)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **model.to_arrays(), metrics=np.array(json.dumps(model.metrics)))
+    return lake.write_bytes(buffer.getvalue(), *artefact_model_path(model_version))
+
+
+def load_artefact_model(lake: Lake, model_version: int) -> ArtefactModel | None:
+    """The version's artefact classifier; None for a version trained without one (too few artefact
+    descriptions, or trained before artefact scores existed)."""
+    parts = artefact_model_path(model_version)
+    if not lake.exists(*parts):
+        return None
+    with np.load(io.BytesIO(lake.read_bytes(*parts))) as arrays:
+        return ArtefactModel.from_arrays(dict(arrays), json.loads(str(arrays["metrics"])))
 
 
 def load_training_set(lake: Lake, model_version: int) -> pl.DataFrame:

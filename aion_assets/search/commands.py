@@ -7,7 +7,8 @@ import sys
 
 import click
 
-RESULT_HELP = "--json prints a list of {rank, object_id, release, score}."
+RESULT_HELP = ("--json prints a list of {rank, object_id, release, score}; a text search with a version that scores "
+               "artefacts adds artefact_score (likely artefacts are listed after the rest unless TEXT asks for them).")
 
 
 def result_options(release_help: str):
@@ -39,7 +40,8 @@ def _emit(results, as_json: bool, gallery: str | None, title: str, service) -> N
         click.echo(json.dumps(results.to_dicts()))
     else:
         for row in results.iter_rows(named=True):
-            click.echo(f"{row['rank']:>3}  {row['score']:.4f}  {row['release']:<20} {row['object_id']}")
+            artefact = f"  artefact {row['artefact_score']:.2f}" if row.get("artefact_score") is not None else ""
+            click.echo(f"{row['rank']:>3}  {row['score']:.4f}  {row['release']:<20} {row['object_id']}{artefact}")
     if gallery:
         from aion_assets.search.gallery import write_gallery
         from aion_assets.search.thumbnails import result_captions, result_images

@@ -11,6 +11,8 @@ import numpy as np
 import polars as pl
 
 from aion_assets.platform.layout import image_similarity_index_dir, search_index_dir
+from aion_assets.search.artefacts import demote_artefacts as demote
+from aion_assets.search.artefacts import query_asks_for_artefacts
 
 # torch, faiss and the text model load on first use, inside the methods: `aion similar` needs no text model,
 # and nothing here imports dagster, mlflow or sentence-transformers (seconds of start-up for one query).
@@ -21,6 +23,11 @@ if TYPE_CHECKING:
     from aion_assets.search.index import VectorIndex
 
 RESULT_COLUMNS = ["rank", "object_id", "release", "score"]
+# A version with an artefact model adds each result's score (the calibrated probability that the cutout is a star,
+# a trail, a spike or empty sky); likely artefacts are demoted below the rest unless the query asks for them.
+ARTEFACT_COLUMN = "artefact_score"
+# Demotion re-orders this many candidates at least: an artefact is pushed past the ones fetched with it.
+DEMOTION_CANDIDATES = 64
 RELEASES_REFRESH_S = 10.0
 QUERY_CACHE_SIZE = 4096
 
@@ -170,9 +177,11 @@ class SearchService:
         return self
 
     def search(self, text: str, k: int = 10, release: str | None = None) -> pl.DataFrame:
+        """Top k for a typed query; likely artefacts go below the rest unless the query asks for them."""
         if not text.strip():
             raise ValueError("empty query")
-        return ranked(self.search_index, self.encode_query(text), k, release, self.served_releases)
+        return ranked(self.search_index, self.encode_query(text), k, release, self.served_releases,
+                      demote_artefacts=not query_asks_for_artefacts(text))
 
     def similar(self, object_id: str, k: int = 10, release: str | None = None) -> pl.DataFrame:
         """The image-similarity baseline: nearest neighbours of the object's own base embedding."""
@@ -221,14 +230,30 @@ def check_release(index: VectorIndex, release: str | None, served: set[str] | No
 
 
 def ranked(index: VectorIndex, query: np.ndarray, k: int, release: str | None = None,
-           served_releases: set[str] | None = None) -> pl.DataFrame:
+           served_releases: set[str] | None = None, demote_artefacts: bool = False) -> pl.DataFrame:
     """Top k rows of the index for one query, optionally within one release, and only from ``served_releases``
     when given (None: every release in the index).
 
     With a filter the search widens (doubling k) until k hits pass it or the whole index was scanned, so a small
     release inside a large index is still answered exactly. The filter is a row mask, applied before any id is
-    looked up.
+    looked up. ``demote_artefacts`` (with an index that has artefact scores) re-orders at least
+    ``DEMOTION_CANDIDATES`` candidates so that likely artefacts follow every other one.
     """
+    scored = ARTEFACT_COLUMN in index.ids.columns
+    if demote_artefacts and scored:
+        rows, scores = _ranked_rows(index, query, max(k, DEMOTION_CANDIDATES), release, served_releases)
+        artefact = index.ids[ARTEFACT_COLUMN].to_numpy()[rows]
+        order = np.argsort(-demote(scores, artefact), kind="stable")[:k]
+        rows, scores = rows[order], scores[order]
+    else:
+        rows, scores = _ranked_rows(index, query, k, release, served_releases)
+    hits = index.ids[rows.tolist()].with_columns(pl.Series("score", scores, pl.Float64))
+    return _numbered(hits, with_artefacts=scored)
+
+
+def _ranked_rows(index: VectorIndex, query: np.ndarray, k: int, release: str | None,
+                 served_releases: set[str] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, scores) of the top k that pass the release filters, best first."""
     wanted = set(served_releases) if served_releases is not None else None
     if release is not None:
         wanted = {release} & wanted if wanted is not None else {release}
@@ -244,13 +269,14 @@ def ranked(index: VectorIndex, query: np.ndarray, k: int, release: str | None = 
         if len(found_rows) >= k or fetch >= index.ntotal:
             break
         fetch *= 2
-    hits = index.ids[found_rows[:k].tolist()].with_columns(pl.Series("score", found_scores[:k], pl.Float64))
-    return _numbered(hits)
+    return found_rows[:k], found_scores[:k]
 
 
-def _numbered(hits: pl.DataFrame) -> pl.DataFrame:
-    """Results in the CLI's contract: ranks 1..n in the frame's (score) order."""
-    return hits.with_columns(pl.int_range(1, pl.len() + 1).alias("rank")).select(RESULT_COLUMNS)
+def _numbered(hits: pl.DataFrame, with_artefacts: bool = False) -> pl.DataFrame:
+    """Results in the CLI's contract: ranks 1..n in the frame's (score) order, and the artefact score when the
+    index has one."""
+    columns = RESULT_COLUMNS + ([ARTEFACT_COLUMN] if with_artefacts else [])
+    return hits.with_columns(pl.int_range(1, pl.len() + 1).alias("rank")).select(columns)
 
 
 def timed(call, *args, **kwargs) -> tuple[pl.DataFrame, float]:
