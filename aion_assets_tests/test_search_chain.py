@@ -177,8 +177,16 @@ def test_search_and_similar_json_contract(chain, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout.splitlines()[0])
     assert [r["rank"] for r in rows] == list(range(1, 8))
-    assert all(set(r) == {"rank", "object_id", "release", "score"} for r in rows)
-    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    # the version scores artefacts exactly when its descriptions named enough of them to fit the classifier
+    fitted = _artefact_model_fitted()
+    columns = {"rank", "object_id", "release", "score"} | ({"artefact_score"} if fitted else set())
+    assert all(set(r) == columns for r in rows)
+    likely = [r.get("artefact_score", 0.0) >= 0.5 for r in rows]
+    assert likely == sorted(likely), "a likely artefact is listed before a cutout that is probably a galaxy"
+    for group in (False, True):  # within each group, by score
+        scores = [r["score"] for r, artefact in zip(rows, likely) if artefact == group]
+        assert scores == sorted(scores, reverse=True)
+    assert all(0.0 <= r["artefact_score"] <= 1.0 for r in rows if fitted)
     assert (tmp_path / "g.png").stat().st_size > 1000
 
     only_rings = json.loads(runner.invoke(main, ["search", "a ring galaxy", "--release", "gz-decals-rings",
@@ -194,6 +202,24 @@ def test_search_and_similar_json_contract(chain, tmp_path: Path) -> None:
 
     missing = runner.invoke(main, ["similar", "no-such-object", "--json"])
     assert missing.exit_code == 1 and "not in the image-similarity index" in missing.output
+
+
+def _artefact_model_fitted() -> bool:
+    """Whether the served version has an artefact classifier, and that it should (>= 5 artefacts among the
+    summaries of its training set: the classifier's 5 folds each need one)."""
+    from aion_assets.platform.layout import CURRENT_DESCRIPTIONS
+    from aion_assets.search.artefacts import artefact_labels
+    from aion_assets.search.artifacts import load_artefact_model, load_training_set, read_latest_pointer
+
+    lake = _warehouse().lake
+    version = read_latest_pointer(lake).version
+    training = load_training_set(lake, version)
+    summaries = lake.read_parquet(*CURRENT_DESCRIPTIONS).join(training, on=["release", "object_id"], how="semi")
+    labels = artefact_labels(summaries["summary"].to_list())
+    expected = labels.sum() >= 5 and (len(labels) - labels.sum()) >= 5
+    fitted = load_artefact_model(lake, version) is not None
+    assert fitted == expected
+    return fitted
 
 
 def test_rerank_without_key_fails_in_one_line_and_writes_nothing(chain, monkeypatch) -> None:
@@ -350,3 +376,40 @@ def test_changed_describer_marks_descriptions_then_what_reads_them(chain, tmp_pa
         assert all(s.success for s in summaries)
         # New answers, new data version: what reads the descriptions is now marked, nothing else.
         assert _stale_keys(instance, build_definitions()) == {"text_embeddings", "description_costs"}
+
+
+def test_search_ablations_measure_each_choice_over_seeds_on_every_pool(chain) -> None:
+    import mlflow
+
+    from aion_assets.definitions import build_definitions
+    from aion_assets.platform.settings import get_settings
+    from aion_assets.runner import materialize
+
+    tiny = {"seeds": [0, 1], "epochs": 3, "variants": ["ensemble=on", "orientation=train", "text=chunks",
+                                                        "encoder=efficientnet-lite0@224"]}
+    summaries = materialize(build_definitions(), "key:search_ablations", chain["instance"],
+                            op_config={"search_ablations": tiny}, progress=lambda _: None)
+    assert summaries and all(s.success for s in summaries)
+    warehouse = _warehouse()
+    table = warehouse.query("SELECT * FROM search_ablations")
+    assert set(table["variant"]) == {"baseline", "ensemble=on", "orientation=train", "text=chunks",
+                                     "encoder=efficientnet-lite0@224"}
+    text = table.filter(pl.col("method") == "text_search")
+    assert {"release", "survey", "leave_one_release_out"} <= set(text["pool"])
+    # two seeds: two replicates each (a two-seed ensemble's leave-one-out subsets are the two single seeds)
+    assert set(text.filter(pl.col("target") != "-")["replicates"]) == {2}
+    assert table.filter(pl.col("method") == "image_similarity")["replicates"].eq(1).all()
+    assert (table["std"] >= 0).all() and table.filter(pl.col("metric") == "ndcg@10")["mean"].is_between(0, 1).all()
+    # the served choices' leave-one-release-out figures join eval_results, without a registered version
+    loro = warehouse.query("SELECT * FROM eval_results WHERE pool = 'leave_one_release_out'")
+    assert set(loro["method"]) == {"text_search", "image_similarity"} and loro["model_version"].is_null().all()
+    assert {"mergers", "rings"} <= set(loro["target"])
+    # the embeddings only the ablation needs were computed into the lake, once
+    lake = warehouse.lake
+    assert list(lake.iter_files("embeddings/image_base/efficientnet-lite0-fp32-d8/*/*.npy"))
+    assert list(lake.iter_files("embeddings/image_base/efficientnet-lite0-224px-fp32/*/*.npy"))
+    mlflow.set_tracking_uri(get_settings().mlflow_tracking_uri)
+    runs = mlflow.search_runs(experiment_names=["aion-search-ablations"], output_format="list")
+    held_out = {r.data.tags.get("held_out_release") for r in runs} - {None}
+    assert held_out == {"gz1-sdss", "gz-decals-rings"}
+    assert all(r.data.tags.get("evaluation") in ("ablation", "leave_one_release_out") for r in runs)

@@ -133,3 +133,26 @@ def test_report_command_for_an_unknown_model_version_says_so_in_one_line(eval_wa
 
 def test_module_exposes_the_command_for_the_cli() -> None:
     assert [c.name for c in commands] == ["report"]
+
+
+def test_html_report_shows_the_ablation_tables_with_their_spread(eval_warehouse: Warehouse) -> None:
+    from aion_assets.search.ablation import summarise
+
+    rows = []
+    for variant, values in (("baseline", (0.5, 0.7)), ("text=mean", (0.4, 0.4))):
+        for replicate, value in enumerate(values):
+            rows += [{"variant": variant, "replicate": replicate, "target": "rings", "pool": pool,
+                      "method": "text_search", "metric": metric, "value": value, "n_relevant": 3, "pool_size": 9}
+                     for pool in ("release", "leave_one_release_out") for metric in ("ndcg@10", "ap@100")]
+        rows.append({"variant": variant, "replicate": 0, "target": "-", "pool": "all", "method": "text_search",
+                     "metric": "probe_artefacts_in_top10", "value": 2.0, "n_relevant": 0, "pool_size": 0})
+    rows += [{"variant": "baseline", "replicate": -1, "target": "rings", "pool": "release",
+              "method": "image_similarity", "metric": "ndcg@10", "value": 0.25, "n_relevant": 3, "pool_size": 9}]
+    ablations = summarise(pl.DataFrame(rows)).with_columns(pools_exclude=pl.lit("described"))
+    page = report_html(eval_warehouse.query("SELECT * FROM eval_results"), ablations=ablations)
+    assert "<h2>Ablations</h2>" in page and "rings/leave_one_release_out" in page
+    # mean ± sample std over the two seeds: (0.5, 0.7) -> 0.6 ± 0.141; identical seeds -> ± 0.0
+    assert "0.6 ± 0.141" in page and "0.4 ± 0.0" in page
+    assert "image similarity (baseline)" in page and "0.25 ± 0.0" in page
+    assert "probe_artefacts_in_top10" in page and "Ablations" not in report_html(
+        eval_warehouse.query("SELECT * FROM eval_results"))

@@ -376,3 +376,24 @@ def iter_lake_cutouts(lake: Lake, partition_keys: Sequence["str | ShardKey"], in
     """The canonical cutout arrays of the partitions, in order, memory-mapped where the lake is local."""
     for key in partition_keys:
         yield lake.read_array(*cutout_array_path(key, input_kind), mmap=True)
+
+
+# --- orientation ----------------------------------------------------------------------------------------------
+DIHEDRAL_TRANSFORMS = 8
+
+
+def dihedral_transform(batch: np.ndarray, transform: int) -> np.ndarray:
+    """Transform ``transform`` (0-7) of the dihedral group D4 of [B, H, W, C] images: rotation by 90° x (t mod 4),
+    mirrored when t >= 4. Lossless on square cutouts; transform 0 is the identity."""
+    if not 0 <= transform < DIHEDRAL_TRANSFORMS:
+        raise ValueError(f"a dihedral transform is 0-{DIHEDRAL_TRANSFORMS - 1}, got {transform}")
+    rotated = np.rot90(batch, transform % 4, axes=(1, 2))
+    return np.ascontiguousarray(rotated[:, :, ::-1] if transform >= 4 else rotated)
+
+
+def embed_dihedral(encoder: ImageEncoder, cutouts: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    """float32 [N, 8, dim]: the embeddings of each cutout's eight dihedral transforms (galaxies have no preferred
+    orientation, so all eight are the same object to a user)."""
+    views = [embed_array(encoder, dihedral_transform(np.asarray(cutouts), t), batch_size)
+             for t in range(DIHEDRAL_TRANSFORMS)]
+    return np.stack(views, axis=1) if len(cutouts) else np.zeros((0, DIHEDRAL_TRANSFORMS, encoder.dim), np.float32)

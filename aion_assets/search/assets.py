@@ -26,9 +26,11 @@ from aion_assets.encoders.resources import (
 )
 from aion_assets.platform.k8s import GPU_OP_TAGS, GPU_POOL
 from aion_assets.platform.layout import (
+    CURRENT_DESCRIPTIONS,
     ZOO_DATASET,
     ShardKey,
     array_fingerprint,
+    artefact_scores_path,
     heads_artifact_id,
     image_base_embeddings_path,
     image_similarity_index_dir,
@@ -42,15 +44,18 @@ from aion_assets.platform.partitions import release_shards, shard_backfill_polic
 from aion_assets.platform.plots import png_markdown
 from aion_assets.platform.resources import LakeResource, MlflowResource, WarehouseResource
 from aion_assets.platform.tracking import log_png, register_version
+from aion_assets.search.artefacts import ArtefactModel, artefact_labels, fit_artefact_model
 from aion_assets.search.artifacts import (
     IndexShardMissing,
     heads_metadata_from_lake,
+    load_artefact_model,
     load_heads_from_lake,
     load_index_shard,
     load_shard_ids,
     load_trained_index,
     newest_trained_version,
     read_shard_meta,
+    save_artefact_model,
     save_heads_to_lake,
     save_index_shard,
     save_index_to_lake,
@@ -75,7 +80,7 @@ from aion_assets.search.training import embed_images, seed_summary, train_alignm
 from aion_assets.search.vectors import gather_vectors, l2_normalise, partitions_in_order
 from aion_assets.search.versions import REGISTERED_MODEL
 
-CODE_REVISION = "2"
+CODE_REVISION = "3"
 EXPERIMENT = "aion-search"
 
 
@@ -118,7 +123,7 @@ def _training_pairs(store, warehouse, image_id: str, text_id: str):
     summaries = store.read_array(*folder, "summary.npy")
     located = text_ids.with_row_index("text_row").join(cutout_rows(warehouse), on=["release", "object_id"],
                                                        how="inner")
-    located = _without_held_out(store, located)
+    located = without_held_out(store, located)
     if located.height < 8:
         raise dg.Failure(f"only {located.height} described objects have cutouts; need at least 8 to train")
     _, images = gather_vectors(store, located, lambda key: image_base_embeddings_path(image_id, key))
@@ -126,7 +131,7 @@ def _training_pairs(store, warehouse, image_id: str, text_id: str):
     return located, images, (descriptions[text_rows], summaries[text_rows])
 
 
-def _without_held_out(store, located: pl.DataFrame) -> pl.DataFrame:
+def without_held_out(store, located: pl.DataFrame) -> pl.DataFrame:
     """Described objects less the Galaxy Zoo study's test split (by id and by image): those objects are held out
     of every training in the project, so the study's test figures stay test figures."""
     if not store.exists(*ZOO_DATASET):
@@ -134,6 +139,21 @@ def _without_held_out(store, located: pl.DataFrame) -> pl.DataFrame:
     test = store.read_parquet(*ZOO_DATASET).filter(pl.col("split") == "test")
     kept = located.join(test.select("release", "object_id"), on=["release", "object_id"], how="anti")
     return kept.filter(~pl.col("sha256").is_in(test["sha256"].implode()))
+
+
+def _fit_artefact_model(context, store, located: pl.DataFrame, images: np.ndarray) -> ArtefactModel | None:
+    """The artefact score's classifier, fitted on the training objects' base embeddings and the weak labels their
+    summaries give; None (logged) when the descriptions name too few artefacts to fit one."""
+    summaries = located.join(store.read_parquet(*CURRENT_DESCRIPTIONS).select("release", "object_id", "summary"),
+                             on=["release", "object_id"], how="left", maintain_order="left")["summary"]
+    try:
+        model = fit_artefact_model(images, artefact_labels(summaries.to_list()))
+    except ValueError as error:
+        context.log.warning(f"no artefact score for this version: {error}")
+        return None
+    context.log.info(f"artefact score: {model.metrics['n_artefacts']:.0f} of {model.metrics['n']:.0f} described "
+                     f"objects are artefacts by their summary; held-out AUC {model.metrics['heldout_auc']:.3f}")
+    return model
 
 
 def build_training_assets() -> list[dg.AssetsDefinition]:
@@ -213,7 +233,13 @@ def build_training_assets() -> list[dg.AssetsDefinition]:
                 REGISTERED_MODEL, "AION-Search projection heads", run, "heads",
                 {"image_encoder": image_id, "text_encoder": text_id, "n_train": str(len(train))})
             mlflow_api.set_tag("model_version", str(model_version))
-        # The lake copy last: a version folder exists only for a version MLflow has registered.
+            artefacts = _fit_artefact_model(context, store, located, images)
+            if artefacts is not None:
+                mlflow_api.log_metrics({f"artefacts/{k}": v for k, v in artefacts.metrics.items()})
+        # The lake copy last: a version folder exists only for a version MLflow has registered. The artefact
+        # model before the checkpoint: search_embeddings of a version with heads finds its artefact model too.
+        if artefacts is not None:
+            save_artefact_model(store, model_version, artefacts)
         lake_path = save_heads_to_lake(store, model_version, heads, checkpoint, training_set)
         store.write_bytes(curves, *training_curves_path(model_version))  # for `aion report --out`
         return dg.MaterializeResult(
@@ -227,6 +253,8 @@ def build_training_assets() -> list[dg.AssetsDefinition]:
                 "val_mrr_mean": spread["mean"], "val_mrr_std": spread["std"], "seeds": len(results),
                 "best_seed": best_seed, "best_epoch": int(best.best_epoch),
                 "temperature": float(heads.temperature),
+                "artefact_model": (dg.MetadataValue.json(artefacts.metrics) if artefacts is not None
+                                   else "none: too few artefact descriptions"),
                 "checkpoint": dg.MetadataValue.path(lake_path),
                 "training_curves": dg.MetadataValue.md(png_markdown(curves, "training and validation curves")),
             },
@@ -297,6 +325,20 @@ def quantizer_automation() -> dg.AutomationCondition:
         "retrain on new heads or code")
 
 
+def _with_artefact_scores(store, version: int, rows: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
+    """The index's id map (release, object_id), with each row's artefact score when the version has them: the
+    service demotes likely artefacts and shows the score."""
+    ids = ids.select("release", "object_id")
+    if load_artefact_model(store, version) is None:
+        return ids
+    try:
+        _, scores = gather_vectors(store, rows, lambda key: artefact_scores_path(version, key))
+    except FileNotFoundError as error:
+        raise dg.Failure(f"artefact scores of model version {version} are missing ({error}): re-materialize "
+                         "search_embeddings for every partition") from error
+    return ids.with_columns(pl.Series("artefact_score", scores.reshape(-1), pl.Float32))
+
+
 def _embeddings_missing(version: int, partition: str, error: Exception) -> dg.Failure:
     return dg.Failure(f"{partition}: search embeddings of model version {version} are missing ({error}): "
                       "materialize search_embeddings for it first")
@@ -334,15 +376,18 @@ def build_index_assets() -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, lake: LakeResource, image_encoder: ImageEncoderResource
     ) -> dg.MaterializeResult:
         """The newest heads version's image head applied to every cutout's base embedding: vectors in the shared
-        text-image space, in that version's folder (older versions' vectors stay where they are)."""
+        text-image space, in that version's folder (older versions' vectors stay where they are), and each
+        cutout's artefact score from the version's artefact model."""
         store = lake.get()
         version = newest_trained_version(store)
-        heads = load_heads_from_lake(store, version)
+        heads, artefacts = load_heads_from_lake(store, version), load_artefact_model(store, version)
         written, arrays = [], []
         # a backfill run covers up to shard_backfill_policy's partitions; a run of its own, one
         for partition in context.partition_keys:
             base = store.read_array(*image_base_embeddings_path(image_encoder.artifact_id, partition))
             arrays.append(embed_images(heads, base))
+            if artefacts is not None:  # first: the index merge takes a partition's vectors to mean its scores too
+                store.write_array(artefacts.score(base), *artefact_scores_path(version, partition))
             written.append(store.write_array(arrays[-1], *search_embeddings_path(version, partition)))
         path = written[0] if len(written) == 1 else store.url(*search_embeddings_dir(version))
         return dg.MaterializeResult(
@@ -499,8 +544,9 @@ def build_index_assets() -> list[dg.AssetsDefinition]:
         except FileNotFoundError as error:
             raise dg.Failure(f"search embeddings of model version {version} are missing ({error}): materialize "
                              "search_embeddings for every partition first") from error
-        index = index_from_merged_shards(merged, ids.select("release", "object_id"), trained_meta["kind"],
-                                         trained_meta["params"], vectors, target_recall=config.target_recall)
+        index = index_from_merged_shards(merged, _with_artefact_scores(store, version, rows, ids),
+                                         trained_meta["kind"], trained_meta["params"], vectors,
+                                         target_recall=config.target_recall)
         seconds = time.perf_counter() - started
         recall = index_recall_at_k(index, vectors, config.recall_sample, k=min(100, len(vectors)))
         parts = search_index_dir(version)

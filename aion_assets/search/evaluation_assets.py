@@ -57,8 +57,10 @@ class RetrievalEvalConfig(EvaluationConfig):
 
 
 def _latest_figures(warehouse: WarehouseResource) -> pl.DataFrame:
+    # retrieval_eval's own rows: search_ablations adds leave-one-release-out rows of unregistered heads
     return warehouse.get().query(
-        "SELECT * FROM eval_results WHERE created_at = (SELECT max(created_at) FROM eval_results)")
+        "SELECT * FROM eval_results WHERE created_at = (SELECT max(created_at) FROM eval_results "
+        "WHERE model_version IS NOT NULL) AND model_version IS NOT NULL")
 
 
 def build_evaluation_assets() -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:

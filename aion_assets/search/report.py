@@ -26,12 +26,14 @@ FIGURE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("AP@100 text search", "text_search", "ap@100"),
     ("lift@10 text search", "text_search", "lift@10"),
 )
-POOL_ORDER = ("release", "survey")
+POOL_ORDER = ("release", "survey", "leave_one_release_out")
 TARGET_WORDS = {"edge_on": "edge-on"}  # where a target's name loses a hyphen
 ALL_METRICS = ("ndcg@10", "recall@100", "ap@100", "lift@10")
 SURVEY_NOTE = (
     "The survey pool's figures are lower bounds: it ranks objects from every release, and objects from releases "
-    "that do not publish the target's label count as non-relevant even when they show it."
+    "that do not publish the target's label count as non-relevant even when they show it. The "
+    "leave_one_release_out pool is the release pool ranked by heads trained without any description of that "
+    "release (search_ablations): what a new telescope's archive gets without describing any of it."
 )
 
 
@@ -111,9 +113,11 @@ def figures_markdown(eval_results: pl.DataFrame, model_version: int | None = Non
 
 
 def report_html(eval_results: pl.DataFrame, model_version: int | None = None, *, gallery_png: bytes | None = None,
-                training_curves_png: bytes | None = None, title: str = "AION-Search evaluation") -> str:
+                training_curves_png: bytes | None = None, title: str = "AION-Search evaluation",
+                ablations: pl.DataFrame | None = None) -> str:
     """A self-contained HTML page (inline CSS, images as data URIs, no scripts, no links out) of the latest
-    figures: the figures table, every metric, the bar charts and the optional pictures."""
+    figures: the figures table, every metric, the bar charts, the optional pictures and, given the
+    `search_ablations` table, the ablation tables."""
     from aion_assets.search.plots import eval_bars_png
 
     latest = latest_figures(eval_results, model_version)
@@ -131,7 +135,30 @@ def report_html(eval_results: pl.DataFrame, model_version: int | None = None, *,
     if training_curves_png is not None:
         sections += ["<h2>Training</h2>", _html_image(training_curves_png, "training curves per seed")]
     sections += ["<h2>Every metric</h2>", _html_table(*_every_metric(latest))]
+    if ablations is not None and ablations.height:
+        sections += _ablation_sections(ablations)
     return _page(title, "\n".join(sections))
+
+
+ABLATION_NOTE = (
+    "Each row changes one choice from the served ones (`baseline`); cells are text search's mean ± standard "
+    "deviation over seeds (a seed ensemble's replicates leave one seed out). Image similarity is the "
+    "baseline's reference on the same pools.")
+
+
+def _ablation_sections(ablations: pl.DataFrame) -> list[str]:
+    from aion_assets.search.ablation import ablation_table, probe_table
+
+    sections = ["<h2>Ablations</h2>", f"<p class='note'>{html.escape(ABLATION_NOTE)}</p>"]
+    for pools, block in ablations.group_by("pools_exclude", maintain_order=True):
+        for metric in ("ndcg@10", "ap@100"):
+            table = ablation_table(block, metric)
+            sections += [f"<h3>{html.escape(metric)}, pools less {html.escape(str(pools[0]))} objects</h3>",
+                         _html_table(table.columns, [[str(c) for c in row] for row in table.rows()])]
+        probes = probe_table(block)
+        sections += ["<h3>Hubness and artefacts</h3>",
+                     _html_table(probes.columns, [[str(c) for c in row] for row in probes.rows()])]
+    return sections
 
 
 def _provenance(latest: pl.DataFrame) -> str:

@@ -30,7 +30,10 @@ def report(out: Path | None, model_version: int | None) -> None:
         version = model_version if model_version is not None else int(latest["model_version"].max())
         gallery, curves = _pictures(warehouse.lake, version)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report_html(latest, gallery_png=gallery, training_curves_png=curves), encoding="utf-8")
+        ablations = (warehouse.query("SELECT * FROM search_ablations")
+                     if "search_ablations" in warehouse.tables() else None)
+        out.write_text(report_html(latest, gallery_png=gallery, training_curves_png=curves, ablations=ablations),
+                       encoding="utf-8")
         click.echo(f"report written to {out}", err=True)  # stdout stays the table alone, ready to paste
 
 

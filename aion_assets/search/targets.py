@@ -31,6 +31,18 @@ TARGETS: tuple[Target, ...] = (
 )
 
 
+# What the demo types, and what the hubness and artefact figures look at: the evaluation targets' kind of query,
+# and the three that brought satellite trails and saturated stars to the top 10 on other surveys.
+DEMO_QUERIES: tuple[str, ...] = (
+    "merging galaxies with tidal tails",
+    "a ring galaxy with a prominent ring around the centre",
+    "a gravitational lens with blue arcs around a red galaxy",
+    "a gravitational lens arc",
+    "an edge-on galaxy with a dust lane",
+    "a galaxy with a tidal stream",
+)
+
+
 def targets_version(targets: tuple[Target, ...] = TARGETS) -> str:
     """A short hash of the targets and their queries: part of retrieval_eval's code version, so a changed
     query marks the evaluation as changed."""
