@@ -386,13 +386,17 @@ def artefact_scores_for(inputs: AblationInputs, choices: SearchChoices,
 
 def run_ablation(inputs: AblationInputs, variants: Sequence[SearchChoices], plan: AblationPlan,
                  baseline: SearchChoices | None = None,
-                 progress: Callable[[str], None] = lambda message: None) -> pl.DataFrame:
+                 progress: Callable[[str], None] = lambda message: None,
+                 trained: dict[tuple, TrainedHeads] | None = None) -> pl.DataFrame:
     """Rows (variant, changes, replicate, target, pool, method, metric, value, n_relevant, pool_size) for every
-    variant x replicate: text search, and image similarity of the variant's indexed vectors (replicate -1)."""
+    variant x replicate: text search, and image similarity of the variant's indexed vectors (replicate -1).
+
+    ``trained``: heads already trained, by (training choices, seed, held-out release), filled as it goes: runs
+    over other pools (training never depends on the pools) pass the same dict and train nothing twice."""
     baseline = baseline or variants[0]
     candidates = pools_without_described(inputs)
     releases = sorted({t.release for t in inputs.targets} & set(inputs.labels["release"].unique().to_list()))
-    trained: dict[tuple, TrainedHeads] = {}
+    trained = {} if trained is None else trained
 
     def heads_for(choices: SearchChoices, seed: int, held_out: str | None) -> TrainedHeads:
         key = (choices.training_key(), seed, held_out)

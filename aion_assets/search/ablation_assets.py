@@ -152,10 +152,11 @@ def build_ablation_assets() -> list[dg.AssetsDefinition]:
         plan = AblationPlan(seeds=tuple(config.seeds), val_fraction=config.val_fraction,
                             split_seed=config.split_seed, loro=config.leave_one_release_out,
                             train=TrainConfig(epochs=config.epochs))
-        frames = []
+        frames, trained = [], {}
         for excluded_by, block in _blocks(variants, served):
             inputs.excluded = (encoder_trained_on(store, excluded_by) if excluded_by != "described" else None)
-            frames.append(run_ablation(inputs, block, plan, baseline=served, progress=context.log.info)
+            frames.append(run_ablation(inputs, block, plan, baseline=served, progress=context.log.info,
+                                       trained=trained)
                           .with_columns(pools_exclude=pl.lit(excluded_by)))
         replicates = pl.concat(frames)
         store.write_parquet(replicates, *ABLATION_ROWS)
