@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from aion_assets.encoders.image import dihedral_transform, embed_dihedral
+from aion_assets.encoders.text import sentence_embeddings, split_sentences
 from aion_assets.search.ablation import (
     LORO_POOL,
     SERVED_CHOICES,
@@ -26,8 +27,6 @@ from aion_assets.search.ablation import (
     pools_without_described,
     release_offsets,
     run_ablation,
-    sentence_embeddings,
-    split_sentences,
     summarise,
     text_views,
 )
@@ -137,15 +136,16 @@ def test_sentence_embeddings_pad_with_nan() -> None:
 # --- choices ------------------------------------------------------------------------------------------------------
 
 def test_parse_variant_changes_only_the_named_fields() -> None:
-    text_mean = parse_variant("text=mean")
-    assert text_mean == replace(SERVED_CHOICES, text="mean")
-    assert text_mean.changes_from(SERVED_CHOICES) == "text=mean"
-    two = parse_variant("ensemble=on, hubness=csls")
-    assert two == replace(SERVED_CHOICES, ensemble=True, hubness="csls")
-    assert two.changes_from(SERVED_CHOICES) == "ensemble=on, hubness=csls"
-    assert parse_variant("demote_artefacts=off").demote_artefacts is False
-    assert parse_variant(" learn_temperature = off ", SearchChoices()).learn_temperature is False
-    assert parse_variant("") == SERVED_CHOICES
+    base = SearchChoices()
+    text_mean = parse_variant("text=mean", base)
+    assert text_mean == replace(base, text="mean")
+    assert text_mean.changes_from(base) == "text=mean"
+    two = parse_variant("ensemble=on, hubness=csls", base)
+    assert two == replace(base, ensemble=True, hubness="csls")
+    assert two.changes_from(base) == "ensemble=on, hubness=csls"
+    assert parse_variant("demote_artefacts=off", replace(base, demote_artefacts=True)).demote_artefacts is False
+    assert parse_variant(" learn_temperature = off ", base).learn_temperature is False
+    assert parse_variant("") == SERVED_CHOICES  # the served choices are the default baseline
     for bad in ("colour=red", "ensemble=yes", "text=", "hubness", "text=bogus", "orientation=sideways"):
         with pytest.raises(ValueError):
             parse_variant(bad)
@@ -159,7 +159,7 @@ def test_search_choices_validate_and_name_their_changes() -> None:
     assert base.changes_from(SearchChoices()) == "baseline"
     assert SearchChoices(orientation="train", release_centring=True).changes_from(base) == \
         "orientation=train, release_centring=on"
-    assert base.changes_from(SERVED_CHOICES) == "demote_artefacts=off"
+    assert base.changes_from(replace(base, demote_artefacts=True)) == "demote_artefacts=off"
     # ranking-time options share the trained heads; training options do not
     assert replace(base, ensemble=True, hubness="csls").training_key() == base.training_key()
     assert replace(base, orientation="mean").training_key() != base.training_key()

@@ -385,14 +385,14 @@ def test_search_ablations_measure_each_choice_over_seeds_on_every_pool(chain) ->
     from aion_assets.platform.settings import get_settings
     from aion_assets.runner import materialize
 
-    tiny = {"seeds": [0, 1], "epochs": 3, "variants": ["ensemble=on", "orientation=train", "text=chunks",
+    tiny = {"seeds": [0, 1], "epochs": 3, "variants": ["ensemble=off", "orientation=train", "text=views",
                                                         "encoder=efficientnet-lite0@224"]}
     summaries = materialize(build_definitions(), "key:search_ablations", chain["instance"],
                             op_config={"search_ablations": tiny}, progress=lambda _: None)
     assert summaries and all(s.success for s in summaries)
     warehouse = _warehouse()
     table = warehouse.query("SELECT * FROM search_ablations")
-    assert set(table["variant"]) == {"baseline", "ensemble=on", "orientation=train", "text=chunks",
+    assert set(table["variant"]) == {"baseline", "ensemble=off", "orientation=train", "text=views",
                                      "encoder=efficientnet-lite0@224"}
     text = table.filter(pl.col("method") == "text_search")
     assert {"release", "survey", "leave_one_release_out"} <= set(text["pool"])

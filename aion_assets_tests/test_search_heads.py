@@ -121,3 +121,25 @@ def test_clip_loss_is_symmetric_and_lowest_for_matched_pairs() -> None:
     assert matched < 0.1 < shuffled
     with pytest.raises(ValueError):
         clip_loss(emb, other[:4], scale)
+
+
+def test_an_ensemble_scores_the_mean_of_its_members_cosines_and_round_trips(tmp_path) -> None:
+    from aion_assets.search.heads import HeadsEnsemble
+
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        members.append(AlignmentHeads(image_dim=10, text_dim=6, hidden_dim=16, out_dim=4).eval())
+    ensemble = HeadsEnsemble(members).eval()
+    images, texts = torch.randn(5, 10), torch.randn(2, 6)
+    vectors, queries = ensemble.encode_image(images), ensemble.encode_text(texts)
+    assert vectors.shape == (5, 12) and ensemble.config.out_dim == 12
+    assert torch.allclose(vectors.norm(dim=1), torch.ones(5), atol=1e-5)
+    mean_cosine = sum(m.encode_image(images) @ m.encode_text(texts).T for m in members) / 3
+    assert torch.allclose(vectors @ queries.T, mean_cosine, atol=1e-5)
+    loaded = load_heads(save_heads(ensemble, tmp_path / "ensemble.safetensors", {"mlflow_run_id": "r1"}))
+    assert isinstance(loaded, HeadsEnsemble) and len(loaded.members) == 3
+    assert torch.allclose(loaded.encode_image(images), vectors, atol=1e-6)
+    assert read_heads_metadata(tmp_path / "ensemble.safetensors")["ensemble_members"] == "3"
+    with pytest.raises(ValueError, match="share one configuration"):
+        HeadsEnsemble([members[0], AlignmentHeads(image_dim=10, text_dim=6, hidden_dim=16, out_dim=8)])

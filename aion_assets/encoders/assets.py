@@ -4,6 +4,7 @@
 import time
 
 import dagster as dg
+import numpy as np
 
 from aion_assets.encoders.image import embed_shards, iter_lake_cutouts
 from aion_assets.encoders.resources import (
@@ -12,6 +13,7 @@ from aion_assets.encoders.resources import (
     image_encoder_version,
     text_encoder_version,
 )
+from aion_assets.encoders.text import sentence_embeddings
 from aion_assets.platform.k8s import GPU_OP_TAGS, GPU_POOL
 from aion_assets.platform.layout import (
     CURRENT_DESCRIPTIONS,
@@ -23,7 +25,7 @@ from aion_assets.platform.layout import (
 from aion_assets.platform.partitions import release_shards, shard_backfill_policy
 from aion_assets.platform.resources import LakeResource
 
-CODE_REVISION = "1"
+CODE_REVISION = "2"
 
 
 def build_embedding_assets() -> list[dg.AssetsDefinition]:
@@ -76,7 +78,8 @@ def build_embedding_assets() -> list[dg.AssetsDefinition]:
     @dg.asset(group_name="embeddings", deps=["vlm_descriptions"], code_version=text_version,
               kinds={"pytorch"})
     def text_embeddings(lake: LakeResource, text_encoder: TextEncoderResource) -> dg.MaterializeResult:
-        """Text-model embeddings of each description and of its one-sentence summary (two views of one image)."""
+        """Text-model embeddings of each description, of each of its sentences and of its one-sentence summary
+        (the positives an image is trained with)."""
         store = lake.get()
         if not store.exists(*CURRENT_DESCRIPTIONS):
             raise dg.Failure("no descriptions yet: materialize vlm_descriptions first")
@@ -85,15 +88,18 @@ def build_embedding_assets() -> list[dg.AssetsDefinition]:
         started = time.perf_counter()
         descriptions = encoder.encode(rows["description"].to_list())
         summaries = encoder.encode(rows["summary"].fill_null("").to_list())
+        sentences = sentence_embeddings(rows["description"].to_list(), encoder.encode)
         seconds = time.perf_counter() - started
         folder = text_embeddings_dir(text_encoder.artifact_id)
         store.write_array(descriptions, *folder, "description.npy")
         store.write_array(summaries, *folder, "summary.npy")
+        store.write_array(sentences, *folder, "sentences.npy")
         store.write_parquet(rows.select("release", "object_id"), *folder, "ids.parquet")
         return dg.MaterializeResult(
-            metadata={"encoder": encoder.name, "artifact_id": text_encoder.artifact_id, "texts": 2 * len(rows), "dim": encoder.dim,
-                      "seconds": round(seconds, 2)},
-            data_version=dg.DataVersion(array_fingerprint(descriptions, summaries)),
+            metadata={"encoder": encoder.name, "artifact_id": text_encoder.artifact_id, "descriptions": len(rows),
+                      "sentences": int(np.isfinite(sentences[:, :, 0]).sum()) if sentences.size else 0,
+                      "dim": encoder.dim, "seconds": round(seconds, 2)},
+            data_version=dg.DataVersion(array_fingerprint(descriptions, summaries, sentences)),
         )
 
     return [image_base_embeddings, text_embeddings]

@@ -8,8 +8,9 @@ sentence-transformers) or a Hub id already in the local Hugging Face cache can b
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -204,3 +205,31 @@ def _default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# --- sentences ---------------------------------------------------------------------------------------------
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+
+
+def split_sentences(text: str, max_sentences: int = 8) -> list[str]:
+    """The sentences of a description (a full stop followed by a capital starts the next), at most
+    ``max_sentences``; the last keeps whatever is left, so no text is dropped."""
+    parts = [p.strip() for p in SENTENCE_END.split(text.strip()) if p.strip()]
+    if len(parts) > max_sentences:
+        parts = parts[: max_sentences - 1] + [" ".join(parts[max_sentences - 1:])]
+    return parts
+
+
+def sentence_embeddings(descriptions: Sequence[str], encode: Callable[[list[str]], np.ndarray],
+                        max_sentences: int = 8) -> np.ndarray:
+    """[M, S, dt] embeddings of each description's sentences, NaN-padded to the longest (S <= max_sentences)."""
+    split = [split_sentences(d, max_sentences) for d in descriptions]
+    flat = [s for parts in split for s in parts]
+    vectors = encode(flat) if flat else np.zeros((0, 0), dtype=np.float32)
+    width = max((len(p) for p in split), default=0)
+    out = np.full((len(split), max(width, 1), vectors.shape[1] if len(flat) else 0), np.nan, dtype=np.float32)
+    start = 0
+    for i, parts in enumerate(split):
+        out[i, : len(parts)] = vectors[start:start + len(parts)]
+        start += len(parts)
+    return out

@@ -15,7 +15,6 @@ subsets of the seeds trained, so it needs no extra training (its spread is there
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
@@ -33,12 +32,19 @@ from aion_assets.search.evaluation import HEADLINE_METRICS, K_AP, K_LIFT, K_NDCG
 from aion_assets.search.hubness import centre, csls_penalty, csls_scores, hubness_summary
 from aion_assets.search.metrics import evaluate_ranking, image_similarity_baseline
 from aion_assets.search.targets import TARGETS, Target
-from aion_assets.search.training import TrainConfig, clone_config, embed_images, embed_texts, train_alignment
+from aion_assets.search.training import (
+    TEXT_POSITIVES,
+    TrainConfig,
+    clone_config,
+    embed_images,
+    embed_texts,
+    text_positives,
+    train_alignment,
+)
 from aion_assets.search.vectors import l2_normalise
 
 LORO_POOL = "leave_one_release_out"
 ORIENTATIONS = ("none", "train", "mean", "train+mean")
-TEXT_VIEWS = ("views", "mean", "description", "chunks")
 HUBNESS = ("none", "centre", "csls")
 KS = {"k_ndcg": K_NDCG, "k_recall": K_RECALL, "k_ap": K_AP, "k_lift": K_LIFT}
 
@@ -67,7 +73,7 @@ class SearchChoices:
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("orientation", self.orientation, ORIENTATIONS),
-                                     ("text", self.text, TEXT_VIEWS), ("hubness", self.hubness, HUBNESS)):
+                                     ("text", self.text, TEXT_POSITIVES), ("hubness", self.hubness, HUBNESS)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
@@ -84,7 +90,7 @@ class SearchChoices:
 
 # What the product builds (alignment_model, search_embeddings, the service): the ablation's baseline. A choice
 # lands here only when the ablation measured it better (docs/search_ablations.md).
-SERVED_CHOICES = SearchChoices(demote_artefacts=True)
+SERVED_CHOICES = SearchChoices(text="chunks", ensemble=True, demote_artefacts=True)
 
 
 def parse_variant(text: str, baseline: SearchChoices = SERVED_CHOICES) -> SearchChoices:
@@ -195,16 +201,7 @@ def release_offsets(vectors: np.ndarray, releases: np.ndarray) -> np.ndarray:
 
 def text_views(inputs: AblationInputs, choices: SearchChoices) -> np.ndarray:
     """[M, V, dt] positives of each described object under ``choices.text`` (NaN marks a missing view)."""
-    description, summary = inputs.texts["description"], inputs.texts["summary"]
-    if choices.text == "views":
-        return np.stack([description, summary], axis=1)
-    if choices.text == "mean":
-        return ((description + summary) / 2)[:, None, :]
-    if choices.text == "description":
-        return description[:, None, :]
-    if "sentences" not in inputs.texts:
-        raise ValueError("text='chunks' needs the sentence embeddings (texts['sentences'])")
-    return np.concatenate([inputs.texts["sentences"], summary[:, None, :]], axis=1)
+    return text_positives(inputs.texts, choices.text)
 
 
 def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -409,14 +406,15 @@ def run_ablation(inputs: AblationInputs, variants: Sequence[SearchChoices], plan
     image_baselines: dict[tuple, list[dict]] = {}
     for variant in variants:
         name = variant.changes_from(baseline)
-        artefacts, artefacts_by_release = None, {}
-        if variant.demote_artefacts:
-            artefacts = artefact_scores_for(inputs, variant)
-            artefacts_by_release = {r: artefact_scores_for(inputs, variant, r) for r in releases}
+        # scored whether or not this variant demotes: the artefacts in its top 10 are counted either way
+        artefacts = artefact_scores_for(inputs, variant)
+        artefacts_by_release = ({r: artefact_scores_for(inputs, variant, r) for r in releases}
+                                if variant.demote_artefacts else {})
         seed_sets = ([tuple(s for s in plan.seeds if s != left) for left in plan.seeds]
                      if variant.ensemble and len(plan.seeds) > 1 else [(s,) for s in plan.seeds])
         for replicate, seeds in enumerate(seed_sets):
-            ranker = Ranker([heads_for(variant, s, None) for s in seeds], variant, artefacts, plan.csls_k)
+            ranker = Ranker([heads_for(variant, s, None) for s in seeds], variant,
+                            artefacts if variant.demote_artefacts else None, plan.csls_k)
             found = evaluate_ranker(inputs, ranker, candidates, ("release", "survey"), inputs.targets)
             extra = {**probe_rows(inputs, ranker, artefacts),
                      "description_n10_skewness": description_hubness(inputs, ranker, candidates),
@@ -477,30 +475,3 @@ def probe_table(summary: pl.DataFrame) -> pl.DataFrame:
              .with_columns(cell=pl.format("{} ± {}", pl.col("mean").round(3), pl.col("std").round(3))))
     table = cells.pivot(on="metric", index="variant", values="cell", aggregate_function="first")
     return table.select("variant", *(m for m in PROBE_METRICS if m in table.columns))
-
-
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
-
-
-def split_sentences(text: str, max_sentences: int = 8) -> list[str]:
-    """The sentences of a description (a full stop followed by a capital starts the next), at most
-    ``max_sentences``; the last keeps whatever is left, so no text is dropped."""
-    parts = [p.strip() for p in SENTENCE_END.split(text.strip()) if p.strip()]
-    if len(parts) > max_sentences:
-        parts = parts[: max_sentences - 1] + [" ".join(parts[max_sentences - 1:])]
-    return parts
-
-
-def sentence_embeddings(descriptions: Sequence[str], encode: Callable[[list[str]], np.ndarray],
-                        max_sentences: int = 8) -> np.ndarray:
-    """[M, S, dt] embeddings of each description's sentences, NaN-padded to the longest (S <= max_sentences)."""
-    split = [split_sentences(d, max_sentences) for d in descriptions]
-    flat = [s for parts in split for s in parts]
-    vectors = encode(flat) if flat else np.zeros((0, 0), dtype=np.float32)
-    width = max((len(p) for p in split), default=0)
-    out = np.full((len(split), max(width, 1), vectors.shape[1] if len(flat) else 0), np.nan, dtype=np.float32)
-    start = 0
-    for i, parts in enumerate(split):
-        out[i, : len(parts)] = vectors[start:start + len(parts)]
-        start += len(parts)
-    return out

@@ -23,6 +23,7 @@ from aion_assets.encoders.image import (
     load_image_encoder,
 )
 from aion_assets.encoders.resources import ImageEncoderResource, TextEncoderResource
+from aion_assets.encoders.text import sentence_embeddings
 from aion_assets.platform.layout import (
     CURRENT_DESCRIPTIONS,
     encoder_artifact_id,
@@ -40,7 +41,6 @@ from aion_assets.search.ablation import (
     ablation_table,
     parse_variant,
     run_ablation,
-    sentence_embeddings,
     summarise,
 )
 from aion_assets.search.assets import cutout_rows, models_code_version, without_held_out
@@ -50,10 +50,11 @@ from aion_assets.search.vectors import gather_vectors, partitions_in_order
 
 ABLATION_EXPERIMENT = "aion-search-ablations"
 ABLATION_ROWS = ("evaluation", "ablations", "rows.parquet")
+# Each choice the served one did not take, one at a time (search/ablation.py's SERVED_CHOICES).
 DEFAULT_VARIANTS = [
-    "orientation=train", "orientation=mean", "text=mean", "text=description", "text=chunks",
-    "learn_temperature=off", "ensemble=on", "hubness=centre", "hubness=csls", "demote_artefacts=off",
-    "release_centring=on", "encoder=efficientnet-lite0@224",
+    "text=views", "text=mean", "text=description", "ensemble=off", "demote_artefacts=off",
+    "learn_temperature=off", "hubness=centre", "hubness=csls", "release_centring=on",
+    "orientation=train", "orientation=mean", "encoder=efficientnet-lite0@224",
 ]
 
 

@@ -65,6 +65,7 @@ from aion_assets.search.artifacts import (
     trained_index_path,
     write_latest_pointer,
 )
+from aion_assets.search.heads import HeadsEnsemble
 from aion_assets.search.index import (
     SHARDED_KINDS,
     build_index,
@@ -76,7 +77,7 @@ from aion_assets.search.index import (
 from aion_assets.search.plots import training_curves_png
 from aion_assets.search.resources import AlignmentTrainingConfig, IndexConfig
 from aion_assets.search.sharded_index import add_shard, merge_local_shards, sample_rows
-from aion_assets.search.training import embed_images, seed_summary, train_alignment
+from aion_assets.search.training import embed_images, seed_summary, text_positives, train_alignment
 from aion_assets.search.vectors import gather_vectors, l2_normalise, partitions_in_order
 from aion_assets.search.versions import REGISTERED_MODEL
 
@@ -115,12 +116,17 @@ def models_code_version() -> str:
     return f"{CODE_REVISION}-{image_encoder_version()}-{text_encoder_version()}"
 
 
-def _training_pairs(store, warehouse, image_id: str, text_id: str):
-    """Described objects that have cutouts: their ids (with image sha256), image vectors and text views."""
+def _training_pairs(store, warehouse, image_id: str, text_id: str, positives: str):
+    """Described objects that have cutouts: their ids (with image sha256), image vectors and text positives
+    ([N, V, dt], see training.text_positives)."""
     folder = text_embeddings_dir(text_id)
     text_ids = store.read_parquet(*folder, "ids.parquet")
-    descriptions = store.read_array(*folder, "description.npy")
-    summaries = store.read_array(*folder, "summary.npy")
+    texts = {name: store.read_array(*folder, f"{name}.npy") for name in ("description", "summary")}
+    if positives == "chunks":
+        if not store.exists(*folder, "sentences.npy"):
+            raise dg.Failure("the text embeddings have no sentence embeddings (written before they existed): "
+                             "re-materialize text_embeddings")
+        texts["sentences"] = store.read_array(*folder, "sentences.npy")
     located = text_ids.with_row_index("text_row").join(cutout_rows(warehouse), on=["release", "object_id"],
                                                        how="inner")
     located = without_held_out(store, located)
@@ -128,7 +134,11 @@ def _training_pairs(store, warehouse, image_id: str, text_id: str):
         raise dg.Failure(f"only {located.height} described objects have cutouts; need at least 8 to train")
     _, images = gather_vectors(store, located, lambda key: image_base_embeddings_path(image_id, key))
     text_rows = located["text_row"].to_numpy()
-    return located, images, (descriptions[text_rows], summaries[text_rows])
+    try:
+        views = text_positives({name: array[text_rows] for name, array in texts.items()}, positives)
+    except ValueError as error:
+        raise dg.Failure(str(error)) from error
+    return located, images, views
 
 
 def without_held_out(store, located: pl.DataFrame) -> pl.DataFrame:
@@ -181,7 +191,7 @@ def build_training_assets() -> list[dg.AssetsDefinition]:
 
         store = lake.get()
         image_id, text_id = image_encoder.artifact_id, text_encoder.artifact_id
-        located, images, texts = _training_pairs(store, warehouse, image_id, text_id)
+        located, images, texts = _training_pairs(store, warehouse, image_id, text_id, config.text_positives)
 
         rng = np.random.default_rng(config.split_seed)
         order = rng.permutation(len(images))
@@ -206,8 +216,8 @@ def build_training_assets() -> list[dg.AssetsDefinition]:
                                             if isinstance(v, (int, float)) and v is not None and k != "epoch"},
                                            step=int(row["epoch"]))
 
-                result = train_alignment(images[train], [t[train] for t in texts], images[val],
-                                         [t[val] for t in texts], config.train_config(seed), on_epoch=log_epoch)
+                result = train_alignment(images[train], texts[train], images[val], texts[val],
+                                         config.train_config(seed), on_epoch=log_epoch)
                 results.append(result)
                 best_metrics = result.best_metrics
                 context.log.info(f"seed {seed}: best epoch {result.best_epoch}, val MRR {best_metrics['val_mrr']:.3f}, "
@@ -226,7 +236,10 @@ def build_training_assets() -> list[dg.AssetsDefinition]:
             log_png(curves, "training_curves.png")
             input_versions = input_data_versions(context, ["text_embeddings", "vlm_descriptions",
                                                            "description_sample"])
-            heads = best.heads()
+            # every seed's heads, their cosines averaged (measured better than the best seed: search_ablations)
+            heads = HeadsEnsemble([r.heads() for r in results]) if config.ensemble else best.heads()
+            mlflow_api.set_tag("heads", f"ensemble of {len(results)} seeds" if config.ensemble
+                               else f"best seed ({best_seed})")
             checkpoint = _log_heads_artifacts(mlflow_api, heads, training_set, run.info.run_id, image_id, text_id,
                                               input_versions)
             model_version = register_version(
@@ -252,6 +265,8 @@ def build_training_assets() -> list[dg.AssetsDefinition]:
                 "n_train": len(train), "n_val": len(val),
                 "val_mrr_mean": spread["mean"], "val_mrr_std": spread["std"], "seeds": len(results),
                 "best_seed": best_seed, "best_epoch": int(best.best_epoch),
+                "heads": f"ensemble of {len(results)} seeds" if config.ensemble else f"seed {best_seed}",
+                "text_positives": config.text_positives,
                 "temperature": float(heads.temperature),
                 "artefact_model": (dg.MetadataValue.json(artefacts.metrics) if artefacts is not None
                                    else "none: too few artefact descriptions"),

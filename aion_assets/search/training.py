@@ -138,6 +138,29 @@ def _check_pairs(image: torch.Tensor, views: torch.Tensor, name: str) -> torch.T
     return available
 
 
+# The positives each described image is trained with: "chunks" (each sentence of the description, and the
+# summary: one drawn per epoch), "views" (the description and the summary), "mean" (their mean embedding),
+# "description" (the description alone).
+TEXT_POSITIVES = ("chunks", "views", "mean", "description")
+
+
+def text_positives(texts: dict[str, np.ndarray], kind: str) -> np.ndarray:
+    """[M, V, dt] positives from text embeddings "description", "summary" ([M, dt]) and, for "chunks",
+    "sentences" ([M, S, dt], NaN rows pad); NaN marks a missing view."""
+    if kind not in TEXT_POSITIVES:
+        raise ValueError(f"text positives must be one of {TEXT_POSITIVES}, got {kind!r}")
+    description, summary = texts["description"], texts["summary"]
+    if kind == "views":
+        return np.stack([description, summary], axis=1)
+    if kind == "mean":
+        return ((description + summary) / 2)[:, None, :]
+    if kind == "description":
+        return description[:, None, :]
+    if "sentences" not in texts:
+        raise ValueError("chunks need the sentence embeddings (texts['sentences'])")
+    return np.concatenate([texts["sentences"], summary[:, None, :]], axis=1)
+
+
 def _pick_views(available: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One uniformly random available view index per row."""
     counts = available.sum(dim=1)
