@@ -146,7 +146,7 @@ def build_ablation_assets() -> list[dg.AssetsDefinition]:
         images, dihedral = _image_inputs(store, rows, variants, served.encoder, image_encoder.artifact_id,
                                          image_encoder.precision, context.log)
         described, texts = _text_inputs(store, wh, text_encoder.artifact_id, rows,
-                                        any(v.text == "chunks" for v in variants), encoder.encode)
+                                        any(v.text in ("chunks", "all") for v in variants), encoder.encode)
         inputs = AblationInputs(rows.select("release", "object_id", "sha256"), images, described, texts,
                                 wh.query("SELECT release, object_id, name, value FROM labels"), encoder.encode,
                                 dihedral=dihedral, probe_queries=DEMO_QUERIES)

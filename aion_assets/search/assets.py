@@ -122,7 +122,7 @@ def _training_pairs(store, warehouse, image_id: str, text_id: str, positives: st
     folder = text_embeddings_dir(text_id)
     text_ids = store.read_parquet(*folder, "ids.parquet")
     texts = {name: store.read_array(*folder, f"{name}.npy") for name in ("description", "summary")}
-    if positives == "chunks":
+    if positives in ("chunks", "all"):
         if not store.exists(*folder, "sentences.npy"):
             raise dg.Failure("the text embeddings have no sentence embeddings (written before they existed): "
                              "re-materialize text_embeddings")

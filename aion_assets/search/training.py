@@ -138,10 +138,10 @@ def _check_pairs(image: torch.Tensor, views: torch.Tensor, name: str) -> torch.T
     return available
 
 
-# The positives each described image is trained with: "chunks" (each sentence of the description, and the
-# summary: one drawn per epoch), "views" (the description and the summary), "mean" (their mean embedding),
-# "description" (the description alone).
-TEXT_POSITIVES = ("chunks", "views", "mean", "description")
+# The positives each described image is trained with (one drawn per pair each epoch): "chunks" (each sentence
+# of the description, and the summary), "all" (the whole description, each sentence and the summary), "views"
+# (the description and the summary), "mean" (their mean embedding), "description" (the description alone).
+TEXT_POSITIVES = ("chunks", "all", "views", "mean", "description")
 
 
 def text_positives(texts: dict[str, np.ndarray], kind: str) -> np.ndarray:
@@ -157,8 +157,9 @@ def text_positives(texts: dict[str, np.ndarray], kind: str) -> np.ndarray:
     if kind == "description":
         return description[:, None, :]
     if "sentences" not in texts:
-        raise ValueError("chunks need the sentence embeddings (texts['sentences'])")
-    return np.concatenate([texts["sentences"], summary[:, None, :]], axis=1)
+        raise ValueError(f"{kind} needs the sentence embeddings (texts['sentences'])")
+    whole = [description[:, None, :]] if kind == "all" else []
+    return np.concatenate([*whole, texts["sentences"], summary[:, None, :]], axis=1)
 
 
 def _pick_views(available: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
