@@ -131,14 +131,16 @@ def zoo(cnn_px: int, encoder_px: int, base_width: int, batch_size: int, steps: i
 
 @bench.command()
 @click.option("--repeats", default=5, show_default=True)
+@click.option("--model-version", "model_version", type=click.IntRange(1), default=None,
+              help="Heads version to search with; default: the served one.")
 @click.option("--json", "as_json", is_flag=True)
-def search(repeats: int, as_json: bool) -> None:
+def search(repeats: int, model_version: int | None, as_json: bool) -> None:
     """queries/s and p50/p99 latency of text search against the built index, excluding start-up."""
     from aion_assets.search.bench import bench_search
     from aion_assets.search.service import SearchService
     from aion_assets.search.targets import TARGETS
 
-    service = SearchService.from_environment()
+    service = SearchService.from_environment(model_version)
     queries = [t.query for t in TARGETS] + ["an elliptical galaxy", "a barred spiral galaxy",
                                             "a blue irregular galaxy with star-forming clumps"]
     try:
