@@ -313,8 +313,10 @@ def test_a_second_model_version_serves_beside_the_first_then_prune(chain) -> Non
     from aion_assets.definitions import build_definitions
     from aion_assets.runner import materialize
 
+    # the second version is a seed ensemble: its wider vectors go through the same chain
     summaries = materialize(build_definitions(), "key:alignment_model+", chain["instance"],
-                            op_config={"alignment_model": {**TINY_TRAINING, "seeds": [1]}}, progress=lambda _: None)
+                            op_config={"alignment_model": {**TINY_TRAINING, "seeds": [1, 2], "ensemble": True}},
+                            progress=lambda _: None)
     assert summaries and all(s.success for s in summaries)
     runner = CliRunner()
     listed = runner.invoke(main, ["models", "--json"])
@@ -324,6 +326,11 @@ def test_a_second_model_version_serves_beside_the_first_then_prune(chain) -> Non
     assert [v for v, row in versions.items() if row["latest"]] == [2]
     assert all(row["has_index"] and row["n_train"] > 0 and row["mlflow_run_id"] for row in versions.values())
     assert versions[2]["ndcg_at_10_release"] is not None
+    from aion_assets.search.artifacts import load_heads_from_lake
+    from aion_assets.search.heads import HeadsEnsemble
+
+    ensemble = load_heads_from_lake(_warehouse().lake, 2)
+    assert isinstance(ensemble, HeadsEnsemble) and ensemble.config.out_dim == 2 * TINY_TRAINING["out_dim"]
 
     def search(*extra: str):
         return runner.invoke(main, ["search", "a ring galaxy with a prominent ring", "--json", *extra])
@@ -385,14 +392,14 @@ def test_search_ablations_measure_each_choice_over_seeds_on_every_pool(chain) ->
     from aion_assets.platform.settings import get_settings
     from aion_assets.runner import materialize
 
-    tiny = {"seeds": [0, 1], "epochs": 3, "variants": ["ensemble=off", "orientation=train", "text=views",
+    tiny = {"seeds": [0, 1], "epochs": 3, "variants": ["ensemble=on", "orientation=train", "text=views",
                                                         "encoder=efficientnet-lite0@224"]}
     summaries = materialize(build_definitions(), "key:search_ablations", chain["instance"],
                             op_config={"search_ablations": tiny}, progress=lambda _: None)
     assert summaries and all(s.success for s in summaries)
     warehouse = _warehouse()
     table = warehouse.query("SELECT * FROM search_ablations")
-    assert set(table["variant"]) == {"baseline", "ensemble=off", "orientation=train", "text=views",
+    assert set(table["variant"]) == {"baseline", "ensemble=on", "orientation=train", "text=views",
                                      "encoder=efficientnet-lite0@224"}
     text = table.filter(pl.col("method") == "text_search")
     assert {"release", "survey", "leave_one_release_out"} <= set(text["pool"])

@@ -90,7 +90,7 @@ class SearchChoices:
 
 # What the product builds (alignment_model, search_embeddings, the service): the ablation's baseline. A choice
 # lands here only when the ablation measured it better (docs/search_ablations.md).
-SERVED_CHOICES = SearchChoices(text="chunks", ensemble=True, demote_artefacts=True)
+SERVED_CHOICES = SearchChoices(text="chunks", demote_artefacts=True)
 
 
 def parse_variant(text: str, baseline: SearchChoices = SERVED_CHOICES) -> SearchChoices:

@@ -52,7 +52,7 @@ ABLATION_EXPERIMENT = "aion-search-ablations"
 ABLATION_ROWS = ("evaluation", "ablations", "rows.parquet")
 # Each choice the served one did not take, one at a time (search/ablation.py's SERVED_CHOICES).
 DEFAULT_VARIANTS = [
-    "text=views", "text=mean", "text=description", "ensemble=off", "demote_artefacts=off",
+    "text=views", "text=mean", "text=description", "ensemble=on", "demote_artefacts=off",
     "learn_temperature=off", "hubness=centre", "hubness=csls", "release_centring=on",
     "orientation=train", "orientation=mean", "encoder=efficientnet-lite0@224",
 ]

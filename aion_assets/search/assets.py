@@ -236,7 +236,7 @@ def build_training_assets() -> list[dg.AssetsDefinition]:
             log_png(curves, "training_curves.png")
             input_versions = input_data_versions(context, ["text_embeddings", "vlm_descriptions",
                                                            "description_sample"])
-            # every seed's heads, their cosines averaged (measured better than the best seed: search_ablations)
+            # with `ensemble`, every seed's heads, their cosines averaged (search/resources.py says why not served)
             heads = HeadsEnsemble([r.heads() for r in results]) if config.ensemble else best.heads()
             mlflow_api.set_tag("heads", f"ensemble of {len(results)} seeds" if config.ensemble
                                else f"best seed ({best_seed})")
