@@ -152,6 +152,7 @@ def search(repeats: int, model_version: int | None, as_json: bool) -> None:
         ("queries_per_s", figures["queries_per_s"], "queries/s"),
         ("latency_p50", figures["p50_ms"], "ms"),
         ("latency_p99", figures["p99_ms"], "ms"),
+        ("ranking_p50", figures["rank_p50_ms"], "ms"),
     ], as_json)
 
 
