@@ -44,7 +44,7 @@ def bench_search(index: VectorIndex, encode_query: Callable[[str], np.ndarray], 
             rank(text, vector)
 
     encode_s, search_s, total_s, rank_s = [], [], [], []
-    wall = 0.0
+    wall_start = time.perf_counter()
     for _ in range(repeats):
         for text in queries:
             t0 = time.perf_counter()
@@ -52,13 +52,17 @@ def bench_search(index: VectorIndex, encode_query: Callable[[str], np.ndarray], 
             t1 = time.perf_counter()
             index.search(vector, k)
             t2 = time.perf_counter()
-            rank(text, vector)
-            t3 = time.perf_counter()
             encode_s.append(t1 - t0)
             search_s.append(t2 - t1)
             total_s.append(t2 - t0)
-            rank_s.append(t3 - t2)
-            wall += t2 - t0
+    wall = time.perf_counter() - wall_start
+    # a pass of its own: interleaved, the ranking's work would evict what the next search has in cache
+    vectors = {text: np.atleast_2d(encode_query(text)) for text in queries}
+    for _ in range(repeats):
+        for text in queries:
+            t0 = time.perf_counter()
+            rank(text, vectors[text])
+            rank_s.append(time.perf_counter() - t0)
     total_ms = np.asarray(total_s) * 1e3
     return {
         "queries_per_s": len(total_s) / wall,
