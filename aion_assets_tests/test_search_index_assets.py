@@ -118,9 +118,18 @@ def test_the_merged_id_map_is_the_cutouts_table_in_order(stack) -> None:
     index = _served()
     cutouts = _cutout_ids()
     assert index.kind == "flat" and index.ntotal == cutouts.height
-    assert index.ids.equals(cutouts)
+    assert index.ids.select("release", "object_id").equals(cutouts)
     _every_vector_finds_itself(index)
     partitions = _partitions(instance, "gz1-sdss")
+    # each row's artefact score, when the version has an artefact model, is its partition's, in row order
+    from aion_assets.platform.layout import artefact_scores_path
+    from aion_assets.search.artifacts import load_artefact_model
+
+    if load_artefact_model(_lake(), 1) is not None:
+        scores = np.concatenate([_lake().read_array(*artefact_scores_path(1, p)) for p in partitions])
+        assert np.array_equal(index.ids["artefact_score"].to_numpy(), scores)
+    else:
+        assert "artefact_score" not in index.ids.columns
     assert len(partitions) == 3 and shard_partitions(_lake(), 1) == partitions
     merged = _metadata(instance, "search_index")
     assert merged["shards"] == 3 and merged["vectors"] == cutouts.height and merged["recall_at_100"] == 1.0
@@ -157,7 +166,7 @@ def test_a_release_landing_later_joins_at_the_next_merge_without_retraining(stac
     index = _served()
     cutouts = _cutout_ids()
     assert set(cutouts["release"]) == {"gz1-sdss", LATER_RELEASE}
-    assert index.ids.equals(cutouts)
+    assert index.ids.select("release", "object_id").equals(cutouts)
     _every_vector_finds_itself(index)
     assert _metadata(instance, "search_index")["shards"] == 3 + len(new_partitions)
     assert (trained_file.read_bytes(), trained_file.stat().st_mtime_ns) == before
@@ -179,7 +188,7 @@ def test_a_retired_release_is_left_out_of_the_merge(stack) -> None:
 
     _run("key:search_index", instance)
     index = _served()
-    assert set(index.ids["release"]) == {"gz1-sdss"} and index.ids.equals(_cutout_ids())
+    assert set(index.ids["release"]) == {"gz1-sdss"} and index.ids.select("release", "object_id").equals(_cutout_ids())
 
 
 def test_a_retrained_quantizer_is_refused_by_the_merge_until_the_shards_are_refilled(stack) -> None:
@@ -196,7 +205,7 @@ def test_a_retrained_quantizer_is_refused_by_the_merge_until_the_shards_are_refi
     _run("key:search_index", instance)
     index = _served()
     assert index.kind == "ivfpq" and index.params["spec"].endswith(",RFlat")
-    assert index.ids.equals(_cutout_ids())
+    assert index.ids.select("release", "object_id").equals(_cutout_ids())
     _every_vector_finds_itself(index)  # the exact re-ranking puts each vector's own row first
     assert _metadata(instance, "search_index")["recall_at_100"] >= 0.95
 
