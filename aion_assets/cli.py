@@ -174,8 +174,8 @@ def _announce_demo_partitions(instance, releases_dir) -> None:
 # The main job is the search chain; the stellar emulator and the Galaxy Zoo study are their own groups (minutes
 # to tens of minutes of training more), run with `aion materialize 'group:stellar'` / `'group:zoo'` or from the UI.
 # zoo_dataset stays in: it is the split whose test objects the search heads hold out. search_queries reads
-# search_log, which only searches write (none yet on a first demo). search_ablations trains the heads ~40 times
-# per seed (`aion materialize search_ablations`, about an hour on 2 cores).
+# search_log, which only searches write (none yet on a first demo). search_ablations trains the heads ~36 times
+# per seed (`aion materialize search_ablations`, one to two hours on 2 cores).
 DEMO_SELECTION = ("not group:stellar and (not group:zoo or key:zoo_dataset) and not key:search_queries "
                   "and not key:search_ablations")
 
