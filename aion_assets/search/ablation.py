@@ -258,16 +258,24 @@ class Ranker:
             self.penalties.append(csls_penalty(vectors, h.reference_texts, csls_k) if choices.hubness == "csls"
                                   else None)
 
-    def scores(self, query_embeddings: np.ndarray, queries: Sequence[str]) -> np.ndarray:
-        """[Q, N] ranking scores for text-encoder query embeddings [Q, dt] of the typed ``queries``."""
-        total = np.zeros((len(queries), len(self.vectors[0])), dtype=np.float64)
+    def similarities(self, query_embeddings: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """[Q, N] the heads' mean similarity (CSLS- or centring-corrected as chosen) of text-encoder query
+        embeddings [Q, dt] to every cutout, or to ``rows`` of them; no artefact demotion."""
+        total = None
         for i, (h, vectors, penalty) in enumerate(zip(self.heads, self.vectors, self.penalties)):
             q = h.encode(query_embeddings)
             if self.choices.hubness == "centre":
                 q = centre(q, self.text_means[i])
-            cosines = q @ vectors.T
-            total += csls_scores(cosines, penalty[None, :]) if penalty is not None else cosines
-        total /= len(self.heads)
+            picked = vectors if rows is None else vectors[rows]
+            cosines = q @ picked.T
+            if penalty is not None:
+                cosines = csls_scores(cosines, (penalty if rows is None else penalty[rows])[None, :])
+            total = cosines.astype(np.float64) if total is None else total + cosines
+        return total / len(self.heads)
+
+    def scores(self, query_embeddings: np.ndarray, queries: Sequence[str]) -> np.ndarray:
+        """[Q, N] ranking scores for text-encoder query embeddings [Q, dt] of the typed ``queries``."""
+        total = self.similarities(query_embeddings)
         if self.choices.demote_artefacts and self.artefact_scores is not None:
             for row, query in enumerate(queries):
                 if not query_asks_for_artefacts(query):
@@ -352,15 +360,7 @@ def probe_rows(inputs: AblationInputs, ranker: Ranker, artefact_scores: np.ndarr
 
 def description_hubness(inputs: AblationInputs, ranker: Ranker, candidates: pl.DataFrame) -> float:
     """N10 skewness over the undescribed cutouts, with every description as a query (thousands of queries)."""
-    rows = candidates["object_row"].to_numpy()
-    texts = inputs.texts["description"]
-    scores = np.zeros((len(texts), len(rows)))
-    for h, vectors, penalty in zip(ranker.heads, ranker.vectors, ranker.penalties):
-        q = h.encode(texts)
-        if ranker.choices.hubness == "centre":
-            q = centre(q, ranker.text_means[ranker.heads.index(h)])
-        cos = q @ vectors[rows].T
-        scores += csls_scores(cos, penalty[rows][None, :]) if penalty is not None else cos
+    scores = ranker.similarities(inputs.texts["description"], candidates["object_row"].to_numpy())
     return hubness_summary(scores, 10)["n10_skewness"]
 
 

@@ -30,6 +30,7 @@ from aion_assets.platform.layout import (
     ZOO_DATASET,
     ShardKey,
     array_fingerprint,
+    artefact_model_path,
     artefact_scores_path,
     heads_artifact_id,
     image_base_embeddings_path,
@@ -344,7 +345,7 @@ def _with_artefact_scores(store, version: int, rows: pl.DataFrame, ids: pl.DataF
     """The index's id map (release, object_id), with each row's artefact score when the version has them: the
     service demotes likely artefacts and shows the score."""
     ids = ids.select("release", "object_id")
-    if load_artefact_model(store, version) is None:
+    if not store.exists(*artefact_model_path(version)):  # its existence is all this needs to know
         return ids
     try:
         _, scores = gather_vectors(store, rows, lambda key: artefact_scores_path(version, key))
