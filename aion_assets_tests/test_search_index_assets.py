@@ -210,6 +210,34 @@ def test_a_retrained_quantizer_is_refused_by_the_merge_until_the_shards_are_refi
     assert _metadata(instance, "search_index")["recall_at_100"] >= 0.95
 
 
+def test_one_run_over_a_range_of_partitions_embeds_each_as_its_own_run_would(stack) -> None:
+    """When shards land together the daemon launches one run over several of them (shard_backfill_policy): every
+    partition of the range is embedded and written, as runs of their own wrote them."""
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from aion_assets.definitions import build_definitions
+    from aion_assets.platform.layout import image_base_embeddings_path, search_embeddings_path
+
+    instance = stack["instance"]
+    partitions = _partitions(instance, "gz1-sdss")
+    assert len(partitions) >= 3
+    encoder_id = _metadata(instance, "image_base_embeddings")["artifact_id"]
+    lake = _lake()
+    paths = [path for partition in partitions for path in (image_base_embeddings_path(encoder_id, partition),
+                                                           search_embeddings_path(1, partition))]
+    before = [lake.read_array(*path) for path in paths]
+    for path in paths:
+        lake.delete(*path)
+    job = build_definitions().resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("image_base_embeddings"), dg.AssetKey("search_embeddings")],
+        tags={ASSET_PARTITION_RANGE_START_TAG: partitions[0], ASSET_PARTITION_RANGE_END_TAG: partitions[-1]})
+    assert result.success
+    for path, vectors in zip(paths, before, strict=True):
+        assert np.allclose(lake.read_array(*path), vectors, atol=1e-5), path
+    assert _metadata(instance, "image_base_embeddings")["partitions"] == len(partitions)
+
+
 def _requested(result, instance) -> set[tuple[str, str | None]]:
     from dagster._core.definitions.partitions.context import partition_loading_context
 

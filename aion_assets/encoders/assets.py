@@ -18,6 +18,7 @@ from aion_assets.platform.k8s import GPU_OP_TAGS, GPU_POOL
 from aion_assets.platform.layout import (
     CURRENT_DESCRIPTIONS,
     array_fingerprint,
+    image_base_embeddings_dir,
     image_base_embeddings_path,
     shard_objects_path,
     text_embeddings_dir,
@@ -26,6 +27,15 @@ from aion_assets.platform.partitions import release_shards, shard_backfill_polic
 from aion_assets.platform.resources import LakeResource
 
 CODE_REVISION = "2"
+
+
+def _embed_partition(store, encoder, partition: str, batch_size: int | None) -> np.ndarray:
+    """One partition's cutouts through the image encoder; a flux model is first told which band each channel
+    is (each release publishes its own)."""
+    if encoder.input_kind == "flux" and hasattr(encoder, "with_bands"):
+        bands = store.read_parquet(*shard_objects_path(partition))["bands"]
+        encoder = encoder.with_bands(bands[0]) if len(bands) else encoder
+    return next(embed_shards(encoder, iter_lake_cutouts(store, [partition], encoder.input_kind), batch_size))
 
 
 def build_embedding_assets() -> list[dg.AssetsDefinition]:
@@ -52,27 +62,29 @@ def build_embedding_assets() -> list[dg.AssetsDefinition]:
         """Frozen image-model embeddings of every cutout in a shard, row-aligned with the shard's arrays."""
         store = lake.get()
         encoder = image_encoder.load(store)
-        if encoder.input_kind == "flux" and hasattr(encoder, "with_bands"):
-            # A flux model must know which band each channel is; each release publishes its own.
-            bands = store.read_parquet(*shard_objects_path(context.partition_key))["bands"]
-            encoder = encoder.with_bands(bands[0]) if len(bands) else encoder
         started = time.perf_counter()
-        cutouts = list(iter_lake_cutouts(store, [context.partition_key], encoder.input_kind))
-        vectors = next(embed_shards(encoder, cutouts, image_encoder.batch_size))
+        # a backfill run (the daemon's, when shards land together) covers up to shard_backfill_policy's
+        # partitions; a run of its own, one
+        arrays, written = [], []
+        for partition in context.partition_keys:
+            arrays.append(_embed_partition(store, encoder, partition, image_encoder.batch_size))
+            written.append(store.write_array(arrays[-1], *image_base_embeddings_path(image_encoder.artifact_id,
+                                                                                     partition)))
         seconds = time.perf_counter() - started
-        path = store.write_array(vectors, *image_base_embeddings_path(image_encoder.artifact_id,
-                                                                      context.partition_key))
+        n = sum(len(a) for a in arrays)
+        path = written[0] if len(written) == 1 else store.url(*image_base_embeddings_dir(image_encoder.artifact_id))
         return dg.MaterializeResult(
             metadata={
                 "encoder": encoder.name,
                 "artifact_id": image_encoder.artifact_id,
-                "vectors": len(vectors),
-                "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
+                "vectors": n,
+                "dim": int(arrays[0].shape[1]) if arrays[0].ndim == 2 else 0,
+                "partitions": len(arrays),
                 "seconds": round(seconds, 2),
-                "cutouts_per_s": round(len(vectors) / seconds, 1) if seconds > 0 else 0.0,
+                "cutouts_per_s": round(n / seconds, 1) if seconds > 0 else 0.0,
                 "path": dg.MetadataValue.path(path),
             },
-            data_version=dg.DataVersion(array_fingerprint(vectors)),
+            data_version=dg.DataVersion(array_fingerprint(*arrays)),
         )
 
     @dg.asset(group_name="embeddings", deps=["vlm_descriptions"], code_version=text_version,

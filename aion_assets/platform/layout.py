@@ -107,9 +107,13 @@ def heads_artifact_id(model_version: int) -> str:
     return version_id(model_version)
 
 
+def image_base_embeddings_dir(encoder_id: str) -> tuple[str, ...]:
+    return ("embeddings", "image_base", encoder_id)
+
+
 def image_base_embeddings_path(encoder_id: str, partition_key: "str | ShardKey") -> tuple[str, ...]:
     key = ShardKey.parse(partition_key)
-    return ("embeddings", "image_base", encoder_id, key.release, f"{key.shard}.npy")
+    return (*image_base_embeddings_dir(encoder_id), key.release, f"{key.shard}.npy")
 
 
 def text_embeddings_dir(encoder_id: str) -> tuple[str, ...]:
