@@ -29,10 +29,6 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/aion demo
 
-# Two pytest workers share two cores with the runs, servers and daemons they start: one OpenMP thread per
-# process, or their spinning thread teams oversubscribe the cores (measured: the whole suite 19 min 42 s with
-# torch's default threads, about 11 min with one).
-test: export OMP_NUM_THREADS := 1
 test: $(STAMP)
 	$(BIN)/ruff check aion_assets aion_assets_tests
 	$(BIN)/python -m pytest -n 2 --dist loadfile --timeout 900 aion_assets_tests
