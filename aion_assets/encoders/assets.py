@@ -1,7 +1,9 @@
 """Embedding assets: a frozen image model over every cutout, a text model over every description."""
 
 
+import itertools
 import time
+from collections.abc import Iterator, Sequence
 
 import dagster as dg
 import numpy as np
@@ -17,6 +19,7 @@ from aion_assets.encoders.text import sentence_embeddings
 from aion_assets.platform.k8s import GPU_OP_TAGS, GPU_POOL
 from aion_assets.platform.layout import (
     CURRENT_DESCRIPTIONS,
+    ShardKey,
     array_fingerprint,
     image_base_embeddings_dir,
     image_base_embeddings_path,
@@ -29,13 +32,19 @@ from aion_assets.platform.resources import LakeResource
 CODE_REVISION = "2"
 
 
-def _embed_partition(store, encoder, partition: str, batch_size: int | None) -> np.ndarray:
-    """One partition's cutouts through the image encoder; a flux model is first told which band each channel
-    is (each release publishes its own)."""
-    if encoder.input_kind == "flux" and hasattr(encoder, "with_bands"):
-        bands = store.read_parquet(*shard_objects_path(partition))["bands"]
-        encoder = encoder.with_bands(bands[0]) if len(bands) else encoder
-    return next(embed_shards(encoder, iter_lake_cutouts(store, [partition], encoder.input_kind), batch_size))
+def _embed_partitions(store, encoder, partitions: Sequence[str],
+                      batch_size: int | None) -> Iterator[tuple[str, np.ndarray]]:
+    """(partition, embeddings) for each partition in order: one embed_shards stream per release, so reading the
+    next shard overlaps the forward pass of this one; a flux model is first told which band each channel is
+    (each release publishes its own)."""
+    for _, group in itertools.groupby(partitions, key=lambda partition: ShardKey.parse(partition).release):
+        keys = list(group)
+        release_encoder = encoder
+        if encoder.input_kind == "flux" and hasattr(encoder, "with_bands"):
+            bands = store.read_parquet(*shard_objects_path(keys[0]))["bands"]
+            release_encoder = encoder.with_bands(bands[0]) if len(bands) else encoder
+        cutouts = iter_lake_cutouts(store, keys, release_encoder.input_kind)
+        yield from zip(keys, embed_shards(release_encoder, cutouts, batch_size), strict=True)
 
 
 def build_embedding_assets() -> list[dg.AssetsDefinition]:
@@ -66,10 +75,10 @@ def build_embedding_assets() -> list[dg.AssetsDefinition]:
         # a backfill run (the daemon's, when shards land together) covers up to shard_backfill_policy's
         # partitions; a run of its own, one
         arrays, written = [], []
-        for partition in context.partition_keys:
-            arrays.append(_embed_partition(store, encoder, partition, image_encoder.batch_size))
-            written.append(store.write_array(arrays[-1], *image_base_embeddings_path(image_encoder.artifact_id,
-                                                                                     partition)))
+        for partition, vectors in _embed_partitions(store, encoder, context.partition_keys, image_encoder.batch_size):
+            arrays.append(vectors)
+            written.append(store.write_array(vectors, *image_base_embeddings_path(image_encoder.artifact_id,
+                                                                                  partition)))
         seconds = time.perf_counter() - started
         n = sum(len(a) for a in arrays)
         path = written[0] if len(written) == 1 else store.url(*image_base_embeddings_dir(image_encoder.artifact_id))
